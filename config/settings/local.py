@@ -1,0 +1,10 @@
+"""Settings for running on a developer's machine (`make run`)."""
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = env.bool("DEBUG", default=True)
+# The manifest storage needs `collectstatic`; runserver serves app static files itself.
+STORAGES["staticfiles"] = {  # noqa: F405
+    "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+}

@@ -1,0 +1,19 @@
+"""Settings for the test suite: always PostgreSQL, like production."""
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = False
+SECRET_KEY = "test-only-secret-key-not-for-production"
+DATABASES = {
+    "default": env.db(
+        "TEST_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/sdr_ops"
+    )
+}
+DATABASES["default"]["OPTIONS"] = {"connect_timeout": 3}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"] = {  # noqa: F405
+    "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+}
+Q_CLUSTER = {**Q_CLUSTER, "sync": False}  # noqa: F405
+LOGGING["root"]["level"] = "WARNING"  # noqa: F405

@@ -1,0 +1,94 @@
+"""The staff roles and what each may do in the admin.
+
+Applied by data migrations (`sync_roles`), so a new database has the groups
+before anyone logs in. Later migrations that add permissions (admin actions)
+add them here and call `sync_roles` again.
+"""
+
+from typing import Any
+
+ALL = ("view", "add", "change", "delete")
+VIEW = ("view",)
+EDIT = ("view", "change")
+
+ROLES: dict[str, dict[str, tuple[str, ...]]] = {
+    # Ops keep the machine running: chips, webhooks, outbox, reprocessing, workers.
+    "ops": {
+        "channels.chip": ("view", "add", "change"),
+        "channels.webhookevent": EDIT,
+        "conversations.lead": EDIT,
+        "conversations.conversation": EDIT,
+        "conversations.message": EDIT,
+        "conversations.handoff": ("view", "add", "change"),
+        "campaigns.campaign": EDIT,
+        "campaigns.campaignrecipient": VIEW,
+        "agent.agentprofile": VIEW,
+        "agent.flow": VIEW,
+        "agent.flowstep": VIEW,
+        "agent.agentrun": VIEW,
+        "core.workerheartbeat": VIEW,
+        "django_q.schedule": EDIT,
+        "django_q.task": VIEW,
+        "django_q.success": VIEW,
+        "django_q.failure": ("view", "delete"),
+        "django_q.ormq": VIEW,
+    },
+    # Managers run campaigns and shape the agents.
+    "manager": {
+        "campaigns.campaign": ALL,
+        "campaigns.campaignrecipient": ALL,
+        "conversations.lead": ("view", "add", "change"),
+        "conversations.conversation": VIEW,
+        "conversations.message": VIEW,
+        "conversations.handoff": VIEW,
+        "channels.chip": VIEW,
+        "agent.agentprofile": ALL,
+        "agent.flow": ALL,
+        "agent.flowstep": ALL,
+        "agent.agentrun": VIEW,
+    },
+    # SDRs take conversations over and hand them back.
+    "sdr": {
+        "conversations.lead": EDIT,
+        "conversations.conversation": EDIT,
+        "conversations.message": ("view", "add"),
+        "conversations.handoff": ("view", "add", "change"),
+        "agent.agentrun": VIEW,
+    },
+}
+
+
+def role_permission_codenames(role: str) -> set[tuple[str, str]]:
+    """(app_label, codename) pairs granted to `role`."""
+    pairs = set()
+    for model_label, actions in ROLES[role].items():
+        app_label, model = model_label.split(".")
+        pairs |= {(app_label, f"{action}_{model}") for action in actions}
+    return pairs
+
+
+def sync_roles(apps: Any, schema_editor: Any = None) -> None:
+    """Create the role groups and set exactly the permissions listed above."""
+    from django.contrib.auth.management import create_permissions
+
+    # Permissions are normally created after all migrations ran; a data
+    # migration on a fresh database must create them first.
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, verbosity=0, apps=apps)
+        app_config.models_module = None
+
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for role in ROLES:
+        wanted = role_permission_codenames(role)
+        permissions = [
+            perm
+            for perm in Permission.objects.select_related("content_type")
+            if (perm.content_type.app_label, perm.codename) in wanted
+        ]
+        missing = wanted - {(p.content_type.app_label, p.codename) for p in permissions}
+        if missing:
+            raise RuntimeError(f"role {role!r} names unknown permissions: {sorted(missing)}")
+        group, _ = Group.objects.get_or_create(name=role)
+        group.permissions.set(permissions)
