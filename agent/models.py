@@ -6,8 +6,7 @@ DEFAULT_FALLBACK_REPLY = (
     "Um dos nossos especialistas vai falar com você em instantes."
 )
 DEFAULT_OPT_OUT_CONFIRMATION = (
-    "Tudo bem! Você não vai mais receber nossas mensagens. "
-    "Se mudar de ideia, é só chamar."
+    "Tudo bem! Você não vai mais receber nossas mensagens. Se mudar de ideia, é só chamar."
 )
 
 
@@ -64,9 +63,7 @@ class FlowStep(models.Model):
 
     class Meta:
         ordering = ["flow", "order", "id"]
-        constraints = [
-            models.UniqueConstraint(fields=["flow", "key"], name="uniq_flow_step_key")
-        ]
+        constraints = [models.UniqueConstraint(fields=["flow", "key"], name="uniq_flow_step_key")]
 
     def __str__(self) -> str:
         return f"{self.flow}: {self.key}"
@@ -95,9 +92,7 @@ class AgentProfile(models.Model):
     flow = models.ForeignKey(
         Flow, on_delete=models.SET_NULL, null=True, blank=True, related_name="profiles"
     )
-    on_flow_end = models.CharField(
-        max_length=20, choices=FlowEnd.choices, default=FlowEnd.HANDOFF
-    )
+    on_flow_end = models.CharField(max_length=20, choices=FlowEnd.choices, default=FlowEnd.HANDOFF)
     closing_message = models.TextField(blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -76,9 +76,7 @@ class Conversation(models.Model):
     last_outbound_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
-    external_id = models.CharField(
-        max_length=100, blank=True, help_text="Chatwoot conversation id"
-    )
+    external_id = models.CharField(max_length=100, blank=True, help_text="Chatwoot conversation id")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     closed_at = models.DateTimeField(null=True, blank=True)

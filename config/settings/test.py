@@ -4,11 +4,9 @@ from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = False
-SECRET_KEY = "test-only-secret-key-not-for-production"
+SECRET_KEY = "test-only-secret-key-not-for-production"  # noqa: S105
 DATABASES = {
-    "default": env.db(
-        "TEST_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/sdr_ops"
-    )
+    "default": env.db("TEST_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/sdr_ops")
 }
 DATABASES["default"]["OPTIONS"] = {"connect_timeout": 3}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

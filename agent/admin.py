@@ -1,0 +1,79 @@
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+
+from agent.models import AgentProfile, AgentRun, Flow, FlowStep
+from core.admin_utils import ReadOnlyAdmin, pretty_json, short
+
+
+class FlowStepInline(admin.StackedInline):
+    model = FlowStep
+    extra = 0
+    fields = ["order", "key", "question", "validator", "options", "error_message", "next_step"]
+
+
+@admin.register(Flow)
+class FlowAdmin(admin.ModelAdmin):
+    list_display = ["name", "step_count", "updated_at"]
+    search_fields = ["name"]
+    inlines = [FlowStepInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Flow]:
+        return super().get_queryset(request).annotate(step_total=Count("steps"))
+
+    @admin.display(description="steps", ordering="step_total")
+    def step_count(self, obj: Flow) -> int:
+        return obj.step_total
+
+
+@admin.register(AgentProfile)
+class AgentProfileAdmin(admin.ModelAdmin):
+    list_display = ["name", "persona", "model", "temperature", "flow", "on_flow_end", "is_active"]
+    list_filter = ["is_active", "on_flow_end"]
+    list_select_related = ["flow"]
+    search_fields = ["name", "persona"]
+    autocomplete_fields = ["flow"]
+
+
+@admin.register(AgentRun)
+class AgentRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "started_at",
+        "conversation",
+        "profile",
+        "kind",
+        "outcome",
+        "latency_ms",
+        "prompt_tokens",
+        "completion_tokens",
+        "error_short",
+    ]
+    list_filter = ["kind", "outcome", "profile"]
+    list_select_related = ["conversation__lead", "conversation__chip", "profile"]
+    search_fields = ["conversation__lead__phone", "conversation__lead__name"]
+    show_full_result_count = False
+    exclude = ["tool_calls"]
+    readonly_fields = [
+        "conversation",
+        "message",
+        "profile",
+        "kind",
+        "outcome",
+        "model",
+        "latency_ms",
+        "prompt_tokens",
+        "completion_tokens",
+        "tool_calls_pretty",
+        "error",
+        "started_at",
+        "finished_at",
+    ]
+
+    @admin.display(description="error")
+    def error_short(self, obj: AgentRun) -> str:
+        return short(obj.error, 40)
+
+    @admin.display(description="tool calls")
+    def tool_calls_pretty(self, obj: AgentRun) -> str:
+        return pretty_json(obj.tool_calls)

@@ -1,0 +1,64 @@
+"""Small admin building blocks shared by every app's admin."""
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Model, Q, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+from core.phones import to_e164
+
+
+def pretty_json(value: Any) -> str:
+    """Raw provider JSON, indented and escaped, for read-only admin fields."""
+    if value in (None, "", {}, []):
+        return "—"
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+    return format_html('<pre class="json-pretty">{}</pre>', text)
+
+
+def short(text: str, length: int = 60) -> str:
+    return Truncator(text or "").chars(length) or "—"
+
+
+class PhoneSearchMixin:
+    """Let the admin search box find a lead however the operator typed the phone.
+
+    Phones are stored in E.164 (`+5511999990000`); operators paste
+    `(11) 99999-0000` or `5511999990000`. A term that parses as a phone number
+    also matches the normalized value on `phone_search_fields`.
+    """
+
+    phone_search_fields: tuple[str, ...] = ()
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        results, may_have_duplicates = super().get_search_results(  # type: ignore[misc]
+            request, queryset, search_term
+        )
+        term = search_term.strip()
+        if self.phone_search_fields and sum(ch.isdigit() for ch in term) >= 8:
+            try:
+                phone = to_e164(term)
+            except ValueError:
+                return results, may_have_duplicates
+            match = Q()
+            for field in self.phone_search_fields:
+                match |= Q(**{field: phone})
+            results = results | queryset.filter(match)
+        return results, may_have_duplicates
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For records written only by the platform (events, runs, heartbeats)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        # Keeps the change page viewable (read-only) for users with view permission.
+        return False
