@@ -7,6 +7,8 @@ class CoreConfig(AppConfig):
     verbose_name = "Plataforma"
 
     def ready(self) -> None:
+        from core.metrics import register_collectors
         from core.schedules import ensure_schedules
 
         post_migrate.connect(ensure_schedules, sender=self)
+        register_collectors()
