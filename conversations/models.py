@@ -320,3 +320,62 @@ class Handoff(models.Model):
 
     def __str__(self) -> str:
         return f"Handoff #{self.pk} ({self.get_status_display()})"
+
+
+class LeadIdentity(models.Model):
+    """An address a provider used for a lead: a phone JID, a Meta wa_id, an anonymous @lid.
+
+    WhatsApp increasingly hides the phone behind an `@lid` id; keeping every
+    address makes a lead first seen as `@lid` and later by phone one lead.
+    """
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="identities")
+    provider = models.CharField(max_length=20)
+    external_id = models.CharField(max_length=255)
+    is_lid = models.BooleanField(default=False)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "lead identities"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "external_id"], name="uniq_lead_identity_per_provider"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.external_id}"
+
+
+class DeliveryAttempt(models.Model):
+    """One try to hand an outbound message to the provider, kept for the ops."""
+
+    class Outcome(models.TextChoices):
+        SENT = "sent", "Enviada"
+        TRANSIENT = "transient", "Erro transitório"
+        RATE_LIMITED = "rate_limited", "Limite de taxa"
+        AUTH = "auth", "Autenticação"
+        INVALID_RECIPIENT = "invalid_recipient", "Destinatário inválido"
+        RESTRICTED = "restricted", "Número restrito"
+        PERMANENT = "permanent", "Erro permanente"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attempts_log")
+    chip = models.ForeignKey("channels.Chip", on_delete=models.CASCADE, related_name="+")
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=50, blank=True)
+    error = models.TextField(blank=True)
+    provider_message_id = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["message", "started_at"], name="attempt_message_idx"),
+            models.Index(fields=["chip", "-started_at"], name="attempt_chip_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt #{self.pk} {self.outcome}"

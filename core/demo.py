@@ -26,7 +26,12 @@ DEMO_STEPS = [
         ["Casamento", "Aniversário", "Corporativo"],
     ),
     ("mes", "Em que mês vai ser?", FlowStep.Validator.MONTH, []),
-    ("convidados", "Quantos convidados, mais ou menos?", FlowStep.Validator.INTEGER_RANGE, [1, 2000]),
+    (
+        "convidados",
+        "Quantos convidados, mais ou menos?",
+        FlowStep.Validator.INTEGER_RANGE,
+        [1, 2000],
+    ),
 ]
 
 DEMO_LEADS = [

@@ -11,9 +11,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, admin_username: str, **options) -> None:
         result = demo_seed(admin_username=admin_username)
-        self.stdout.write(
-            "Demo data created." if result.created else "Demo data already present."
-        )
+        self.stdout.write("Demo data created." if result.created else "Demo data already present.")
         if result.admin_password:
             self.stdout.write(
                 self.style.SUCCESS(

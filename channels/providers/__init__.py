@@ -1,0 +1,1 @@
+"""One adapter module per WhatsApp provider, all behind `base.ProviderAdapter`."""
