@@ -8,3 +8,5 @@ DEBUG = env.bool("DEBUG", default=True)
 STORAGES["staticfiles"] = {  # noqa: F405
     "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
 }
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

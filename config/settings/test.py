@@ -15,3 +15,6 @@ STORAGES["staticfiles"] = {  # noqa: F405
 }
 Q_CLUSTER = {**Q_CLUSTER, "sync": False}  # noqa: F405
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+# No collectstatic in tests; whitenoise serves from the finders (below) instead.
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

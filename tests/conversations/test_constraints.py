@@ -32,7 +32,7 @@ def test_leads_without_phone_can_coexist():
 
 def test_lead_phone_must_be_e164():
     lead = LeadFactory.build(phone="5511999990000")
-    with pytest.raises(ValidationError, match="E.164"):
+    with pytest.raises(ValidationError, match=r"E\.164"):
         lead.full_clean()
 
 
