@@ -1,0 +1,94 @@
+"""Small helpers the provider adapters share (pure: no database, no network)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from channels.providers.base import PayloadError
+from core.phones import to_e164
+
+# Epoch values above this are milliseconds (Z-API's `momment`), below are seconds.
+_MS_THRESHOLD = 10**11
+
+
+def header(headers: Mapping[str, str], name: str) -> str:
+    """Case-insensitive header lookup; stored headers are plain dicts."""
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        for key, candidate in headers.items():
+            if key.lower() == lowered:
+                value = candidate
+                break
+    return value or ""
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time compare; an unset expected secret never matches."""
+    if not expected or not given:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def epoch_to_datetime(value: Any) -> datetime | None:
+    """Seconds or milliseconds since the epoch (int, str or Baileys' {low, high})."""
+    if isinstance(value, Mapping):
+        value = value.get("low")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    if number <= 0:
+        return None
+    if number > _MS_THRESHOLD:
+        number //= 1000
+    try:
+        return datetime.fromtimestamp(number, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def phone_or_none(raw: str) -> str | None:
+    """E.164 for a phone-like WhatsApp address; None for @lid, groups and garbage."""
+    if not raw or raw.endswith("@lid") or "@g.us" in raw or raw.endswith("-group"):
+        return None
+    try:
+        return to_e164(raw)
+    except ValueError:
+        return None
+
+
+def payload_digest(payload: Any) -> str:
+    """A stable key for a delivery that carries no id: identical bodies, identical key."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def require_object(payload: Any) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise PayloadError("the body must be a JSON object")
+    return payload
+
+
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def as_str(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def json_object(body: bytes) -> Mapping[str, Any] | None:
+    """The body as a JSON object, or None; used by verify() to read an instance id."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, Mapping) else None

@@ -1,0 +1,105 @@
+"""The sandbox provider: our own wire format, for running without a phone.
+
+The sandbox chat page and tests post JSON shaped as we define it here:
+
+    {"type": "message", "id": "sbx-1", "from": "+5511999990000", "name": "Ana",
+     "text": "oi", "from_me": false, "timestamp": 1700000000}
+    {"type": "status", "id": "sbx-out-1", "status": "delivered"}
+    {"type": "connection", "status": "connected"}
+
+The URL's per-chip secret is the credential; where the chip has
+`webhook_token`, the `X-Sandbox-Token` header must match it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from channels.providers._common import (
+    as_str,
+    epoch_to_datetime,
+    header,
+    phone_or_none,
+    require_object,
+    same_secret,
+)
+from channels.providers.base import (
+    ConnectionUpdate,
+    Ignored,
+    InboundEvent,
+    InboundMessage,
+    PayloadError,
+    ProviderAdapter,
+    StatusUpdate,
+    register,
+)
+
+if TYPE_CHECKING:
+    from channels.models import Chip
+
+_STATUSES = {"sent", "delivered", "read", "failed"}
+_CONNECTION = {"pending", "connected", "disconnected", "restricted", "banned"}
+
+
+@register
+class SandboxAdapter(ProviderAdapter):
+    name = "sandbox"
+
+    def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
+        if not chip.webhook_token:
+            return True
+        return same_secret(header(headers, "X-Sandbox-Token"), chip.webhook_token)
+
+    def event_type(self, payload: Any) -> str:
+        if isinstance(payload, Mapping):
+            return as_str(payload.get("type"))[:100]
+        return ""
+
+    def dedupe_key(self, payload: Any, headers: Mapping[str, str]) -> str:
+        if not isinstance(payload, Mapping) or not payload.get("id"):
+            return ""
+        kind = self.event_type(payload)
+        suffix = f":{as_str(payload.get('status'))}" if kind == "status" else ""
+        return f"{kind}:{as_str(payload['id'])}{suffix}"[:255]
+
+    def parse_inbound(self, payload: Any, headers: Mapping[str, str]) -> list[InboundEvent]:
+        payload = require_object(payload)
+        kind = self.event_type(payload)
+        if kind == "message":
+            sender = as_str(payload.get("from"))
+            if not payload.get("id") or not sender or not isinstance(payload.get("text"), str):
+                raise PayloadError("message needs `id`, `from` and `text`")
+            if payload.get("group"):
+                return [Ignored(reason="group message", event_type=kind)]
+            return [
+                InboundMessage(
+                    provider_message_id=as_str(payload["id"]),
+                    sender_id=sender,
+                    phone=phone_or_none(sender),
+                    kind="text",
+                    text=payload["text"],
+                    sender_name=as_str(payload.get("name")),
+                    from_me=bool(payload.get("from_me")),
+                    timestamp=epoch_to_datetime(payload.get("timestamp")),
+                    alt_sender_ids=tuple(as_str(a) for a in payload.get("alt_ids") or ()),
+                )
+            ]
+        if kind == "status":
+            if not payload.get("id") or payload.get("status") not in _STATUSES:
+                raise PayloadError(f"status needs `id` and `status` in {sorted(_STATUSES)}")
+            return [
+                StatusUpdate(
+                    provider_message_id=as_str(payload["id"]),
+                    status=payload["status"],
+                    timestamp=epoch_to_datetime(payload.get("timestamp")),
+                    error=as_str(payload.get("error")),
+                )
+            ]
+        if kind == "connection":
+            if payload.get("status") not in _CONNECTION:
+                raise PayloadError(f"connection needs `status` in {sorted(_CONNECTION)}")
+            return [ConnectionUpdate(status=payload["status"], qr_code=as_str(payload.get("qr")))]
+        if not kind:
+            raise PayloadError("sandbox events need a `type`")
+        return [Ignored(reason="unhandled event", event_type=kind)]

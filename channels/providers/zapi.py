@@ -1,0 +1,204 @@
+"""Z-API.
+
+Z-API signs nothing and documents no webhook credential. The URL's per-chip
+secret is the credential; where the chip has `webhook_token`, the
+`z-api-token` header seen in real traffic must match it too. The body's
+`instanceId` must match the chip's when the chip has one.
+Timestamps (`momment`, sic) are epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from channels.providers._common import (
+    as_mapping,
+    as_str,
+    epoch_to_datetime,
+    header,
+    json_object,
+    payload_digest,
+    phone_or_none,
+    require_object,
+    same_secret,
+)
+from channels.providers.base import (
+    ConnectionUpdate,
+    Ignored,
+    InboundEvent,
+    InboundMessage,
+    PayloadError,
+    ProviderAdapter,
+    StatusUpdate,
+    register,
+)
+
+if TYPE_CHECKING:
+    from channels.models import Chip
+
+_STATUS = {"SENT": "sent", "RECEIVED": "delivered", "READ": "read", "PLAYED": "read"}
+# (payload key, kind, url key)
+_MEDIA = (
+    ("image", "image", "imageUrl"),
+    ("audio", "audio", "audioUrl"),
+    ("video", "video", "videoUrl"),
+    ("document", "document", "documentUrl"),
+    ("sticker", "sticker", "stickerUrl"),
+)
+
+
+@register
+class ZapiAdapter(ProviderAdapter):
+    name = "zapi"
+
+    def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
+        if chip.instance_id:
+            data = json_object(body)
+            instance = as_str(data.get("instanceId")) if data else ""
+            if instance and instance != chip.instance_id:
+                return False
+        if not chip.webhook_token:
+            return True
+        return same_secret(header(headers, "z-api-token"), chip.webhook_token)
+
+    def event_type(self, payload: Any) -> str:
+        if isinstance(payload, Mapping) and isinstance(payload.get("type"), str):
+            return payload["type"][:100]
+        return ""
+
+    def dedupe_key(self, payload: Any, headers: Mapping[str, str]) -> str:
+        event = self.event_type(payload).lower()
+        if event == "receivedcallback" and payload.get("messageId"):
+            return f"received:{as_str(payload['messageId'])}"[:255]
+        if event == "messagestatuscallback" and isinstance(payload.get("ids"), list):
+            ids = ",".join(as_str(i) for i in payload["ids"])
+            return f"status:{as_str(payload.get('status'))}:{ids}"[:255]
+        return payload_digest(payload) if event else ""
+
+    def parse_inbound(self, payload: Any, headers: Mapping[str, str]) -> list[InboundEvent]:
+        payload = require_object(payload)
+        event = self.event_type(payload)
+        if not event:
+            raise PayloadError("not a Z-API callback: no `type`")
+        # The docs spell it both `ReceivedCallBack` and `ReceivedCallback`.
+        handler = _HANDLERS.get(event.lower())
+        if handler is None:
+            return [Ignored(reason="unhandled callback", event_type=event)]
+        return handler(payload)
+
+
+def _received(payload: Mapping[str, Any]) -> list[InboundEvent]:
+    message_id = as_str(payload.get("messageId"))
+    phone_field = as_str(payload.get("phone"))
+    if not message_id or not phone_field:
+        raise PayloadError("ReceivedCallback without `messageId` or `phone`")
+    if payload.get("isGroup") or phone_field.endswith("-group"):
+        return [Ignored(reason="group message", event_type="ReceivedCallback")]
+    if payload.get("isNewsletter") or payload.get("broadcast"):
+        return [Ignored(reason="newsletter/broadcast", event_type="ReceivedCallback")]
+    if payload.get("reaction"):
+        return [Ignored(reason="reaction", event_type="ReceivedCallback")]
+    from_me = bool(payload.get("fromMe"))
+    if from_me and payload.get("fromApi"):
+        return [
+            Ignored(
+                reason="echo of a message we sent through the API", event_type="ReceivedCallback"
+            )
+        ]
+    if payload.get("notification"):
+        return [Ignored(reason="system notification", event_type="ReceivedCallback")]
+
+    # `phone` is the chat (the lead, also when we wrote); `senderLid` is the
+    # author, i.e. us on fromMe, so the lead's @lid is `chatLid` there.
+    lids = [as_str(payload.get("chatLid"))]
+    if not from_me:
+        lids.append(as_str(payload.get("senderLid")))
+    alt_ids = tuple(dict.fromkeys(lid for lid in lids if lid and lid != phone_field))
+    fields: dict[str, Any] = {
+        "provider_message_id": message_id,
+        "sender_id": phone_field,
+        "phone": phone_or_none(phone_field),
+        "sender_name": ""
+        if from_me
+        else as_str(payload.get("senderName") or payload.get("chatName")),
+        "from_me": from_me,
+        "timestamp": epoch_to_datetime(payload.get("momment")),
+        "alt_sender_ids": alt_ids,
+        "kind": "text",
+    }
+    text = as_mapping(payload.get("text"))
+    buttons = as_mapping(payload.get("buttonsResponseMessage"))
+    listed = as_mapping(payload.get("listResponseMessage"))
+    button_reply = as_mapping(payload.get("buttonReply"))
+    if text:
+        fields["text"] = as_str(text.get("message"))
+    elif buttons:
+        fields["text"] = as_str(buttons.get("message") or buttons.get("buttonId"))
+    elif listed:
+        fields["text"] = as_str(listed.get("title") or listed.get("message"))
+    elif button_reply:
+        fields["text"] = as_str(button_reply.get("message") or button_reply.get("buttonId"))
+    else:
+        for key, kind, url_key in _MEDIA:
+            media = as_mapping(payload.get(key))
+            if media:
+                fields.update(
+                    kind=kind,
+                    media_url=as_str(media.get(url_key)),
+                    media_mime_type=as_str(media.get("mimeType")),
+                    text=as_str(media.get("caption") or media.get("fileName")),
+                )
+                break
+        else:
+            if payload.get("location"):
+                location = as_mapping(payload.get("location"))
+                fields.update(
+                    kind="location",
+                    text=as_str(location.get("name") or location.get("address"))
+                    or f"{location.get('latitude')},{location.get('longitude')}",
+                )
+            elif payload.get("contact"):
+                fields.update(
+                    kind="contact", text=as_str(as_mapping(payload["contact"]).get("displayName"))
+                )
+            else:
+                fields.update(kind="other")
+    return [InboundMessage(**fields)]
+
+
+def _status(payload: Mapping[str, Any]) -> list[InboundEvent]:
+    ids = payload.get("ids")
+    raw = as_str(payload.get("status")).upper()
+    if not isinstance(ids, list) or not ids or not raw:
+        raise PayloadError("MessageStatusCallback without `ids` or `status`")
+    if payload.get("isGroup"):
+        return [Ignored(reason="group message status", event_type="MessageStatusCallback")]
+    status = _STATUS.get(raw)
+    if status is None:
+        return [Ignored(reason=f"status {raw}", event_type="MessageStatusCallback")]
+    when = epoch_to_datetime(payload.get("momment"))
+    return [StatusUpdate(provider_message_id=as_str(i), status=status, timestamp=when) for i in ids]
+
+
+def _disconnected(payload: Mapping[str, Any]) -> list[InboundEvent]:
+    detail = {"error": as_str(payload.get("error")), "momment": payload.get("momment")}
+    return [ConnectionUpdate(status="disconnected", detail=detail)]
+
+
+def _connected(payload: Mapping[str, Any]) -> list[InboundEvent]:
+    return [ConnectionUpdate(status="connected", detail={"phone": as_str(payload.get("phone"))})]
+
+
+def _delivery(payload: Mapping[str, Any]) -> list[InboundEvent]:
+    # Z-API's "message handed to WhatsApp"; the outbox already has the id from the send call.
+    return [Ignored(reason="send confirmation", event_type="DeliveryCallback")]
+
+
+_HANDLERS = {
+    "receivedcallback": _received,
+    "messagestatuscallback": _status,
+    "disconnectedcallback": _disconnected,
+    "connectedcallback": _connected,
+    "deliverycallback": _delivery,
+}
