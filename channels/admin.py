@@ -3,11 +3,12 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from channels.models import Chip, WebhookEvent
-from core.admin_utils import PhoneSearchMixin, ReadOnlyAdmin, pretty_json, short
+from core.admin_utils import URLFIELD_HTTPS, PhoneSearchMixin, ReadOnlyAdmin, pretty_json, short
 
 
 @admin.register(Chip)
 class ChipAdmin(PhoneSearchMixin, admin.ModelAdmin):
+    formfield_overrides = URLFIELD_HTTPS
     list_display = [
         "name",
         "provider",

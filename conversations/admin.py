@@ -5,7 +5,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from conversations.models import Conversation, Handoff, Lead, Message
-from core.admin_utils import PhoneSearchMixin, pretty_json, short
+from core.admin_utils import URLFIELD_HTTPS, PhoneSearchMixin, pretty_json, short
 
 
 @admin.register(Lead)
@@ -101,6 +101,7 @@ class ConversationAdmin(PhoneSearchMixin, admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
+    formfield_overrides = URLFIELD_HTTPS
     list_display = [
         "id",
         "created_at",

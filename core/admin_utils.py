@@ -4,12 +4,16 @@ import json
 from typing import Any
 
 from django.contrib import admin
+from django.db import models
 from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from core.phones import to_e164
+
+# Provider URLs are https; Django 6 makes that the form default, say it now.
+URLFIELD_HTTPS = {models.URLField: {"assume_scheme": "https"}}
 
 
 def pretty_json(value: Any) -> str:
