@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.urls import path
 from django_prometheus import exports
+from drf_spectacular.views import SpectacularAPIView
 
+from channels.webhooks import WebhookView
 from config import views
 
 admin.site.site_header = "SDR Ops"
@@ -12,4 +14,6 @@ urlpatterns = [
     path("health", views.health, name="health"),
     path("metrics", exports.ExportToDjangoView, name="metrics"),
     path("admin/", admin.site.urls),
+    path("webhooks/<str:provider>/<str:chip_key>/", WebhookView.as_view(), name="webhook"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
 ]

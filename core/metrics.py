@@ -9,12 +9,22 @@ import logging
 from collections.abc import Iterator
 
 from django.db import DatabaseError
+from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from core import selectors
 
 logger = logging.getLogger(__name__)
+
+# Incremented where the work happens (web process at intake, worker at
+# processing). outcome: accepted, duplicate, invalid, unauthenticated,
+# forbidden, not_found, processed, ignored, failed.
+webhook_events_total = Counter(
+    "webhook_events_total",
+    "Provider webhook deliveries by provider, event type and outcome.",
+    ["provider", "event", "outcome"],
+)
 
 
 _GAUGES = {

@@ -25,6 +25,8 @@ class PeriodicTask:
 PERIODIC_TASKS: list[PeriodicTask] = [
     PeriodicTask(name="heartbeat", func="core.tasks.heartbeat"),
     PeriodicTask(name="heartbeat (+30s)", func="core.tasks.heartbeat", offset_seconds=30),
+    # Webhook events whose processing task the broker lost.
+    PeriodicTask(name="webhook sweep", func="channels.tasks.sweep_stuck_webhook_events"),
 ]
 
 

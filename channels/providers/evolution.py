@@ -80,6 +80,7 @@ def _normalize_event(name: str) -> str:
 @register
 class EvolutionAdapter(ProviderAdapter):
     name = "evolution"
+    credential_headers = ("apikey", "Authorization")
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         if chip.instance_id:

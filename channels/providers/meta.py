@@ -49,6 +49,7 @@ _STATUSES = {"sent", "delivered", "read", "failed"}
 @register
 class MetaAdapter(ProviderAdapter):
     name = "meta"
+    credential_headers = ("X-Hub-Signature-256",)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         # Meta always signs; a chip without its app secret cannot be verified.

@@ -45,6 +45,7 @@ _CONNECTION = {"pending", "connected", "disconnected", "restricted", "banned"}
 @register
 class SandboxAdapter(ProviderAdapter):
     name = "sandbox"
+    credential_headers = ("X-Sandbox-Token",)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         if not chip.webhook_token:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 @register
 class WapiAdapter(ProviderAdapter):
     name = "wapi"
+    credential_headers = ("Authorization", "token")
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         if chip.instance_id:

@@ -51,6 +51,7 @@ _MEDIA = (
 @register
 class ZapiAdapter(ProviderAdapter):
     name = "zapi"
+    credential_headers = ("z-api-token",)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         if chip.instance_id:

@@ -169,6 +169,8 @@ CHATWOOT_INBOX_ID = env("CHATWOOT_INBOX_ID", default="")
 SLACK_WEBHOOK_URL = env("SLACK_WEBHOOK_URL", default="")
 
 # --- Operations -------------------------------------------------------------------------
+# Provider webhooks larger than this are refused with 413 (Meta batches stay well below).
+WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
 # /health calls the worker "stale" past this age; the heartbeat beats every 30 s.
 HEARTBEAT_STALE_SECONDS = env.int("HEARTBEAT_STALE_SECONDS", default=120)
 # /health calls the outbox "backlogged" when a due message waited longer than this.
