@@ -1,8 +1,11 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from channels.models import Chip, WebhookEvent
+from channels.services import webhook_events_reprocess
 from core.admin_utils import URLFIELD_HTTPS, PhoneSearchMixin, ReadOnlyAdmin, pretty_json, short
 
 
@@ -39,7 +42,7 @@ class ChipAdmin(PhoneSearchMixin, admin.ModelAdmin):
         "circuit_open_count",
         "quality_rating",
         "health_pretty",
-        "qr_code",
+        "qr_code_display",
         "last_error",
         "last_error_at",
         "created_at",
@@ -100,7 +103,7 @@ class ChipAdmin(PhoneSearchMixin, admin.ModelAdmin):
                     "status_changed_at",
                     "quality_rating",
                     "health_pretty",
-                    "qr_code",
+                    "qr_code_display",
                     "last_error",
                     "last_error_at",
                     "created_at",
@@ -120,6 +123,28 @@ class ChipAdmin(PhoneSearchMixin, admin.ModelAdmin):
     def health_pretty(self, obj: Chip) -> str:
         return pretty_json(obj.health)
 
+    @admin.display(description="QR code")
+    def qr_code_display(self, obj: Chip) -> str:
+        # Evolution sends a PNG data URL to scan, or only the raw pairing string.
+        if obj.qr_code.startswith("data:image/"):
+            return format_html('<img src="{}" alt="QR code" width="260">', obj.qr_code)
+        return format_html("<code>{}</code>", obj.qr_code) if obj.qr_code else "—"
+
+
+class HasErrorFilter(admin.SimpleListFilter):
+    title = "error"
+    parameter_name = "has_error"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Com erro"), ("no", "Sem erro")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.exclude(error="")
+        if self.value() == "no":
+            return queryset.filter(error="")
+        return queryset
+
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyAdmin):
@@ -133,10 +158,11 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "attempts",
         "error_short",
     ]
-    list_filter = ["provider", "status", "event_type", "received_at"]
+    list_filter = ["provider", "event_type", "status", HasErrorFilter, "received_at"]
     list_select_related = ["chip"]
     search_fields = ["dedupe_key", "chip__name", "chip__phone"]
     show_full_result_count = False
+    actions = ["reprocess_selected"]
     readonly_fields = [
         "chip",
         "provider",
@@ -169,3 +195,14 @@ class WebhookEventAdmin(ReadOnlyAdmin):
     @admin.display(description="headers")
     def headers_pretty(self, obj: WebhookEvent) -> str:
         return pretty_json(obj.headers)
+
+    def has_reprocess_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("channels.change_webhookevent")
+
+    @admin.action(description="Reprocess selected events", permissions=["reprocess"])
+    def reprocess_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        counts = webhook_events_reprocess(event_ids=queryset.values_list("pk", flat=True))
+        summary = ", ".join(f"{status}: {count}" for status, count in sorted(counts.items()))
+        total = sum(counts.values())
+        level = messages.WARNING if counts.get("failed") else messages.SUCCESS
+        self.message_user(request, f"{total} evento(s) reprocessado(s) ({summary}).", level)

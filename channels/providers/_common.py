@@ -57,8 +57,13 @@ def phone_or_none(raw: str) -> str | None:
     """E.164 for a phone-like WhatsApp address; None for @lid, groups and garbage."""
     if not raw or raw.endswith("@lid") or "@g.us" in raw or raw.endswith("-group"):
         return None
+    # WhatsApp addresses are always international, even when short enough to
+    # pass for a Brazilian national number (Bolivia's 591…: 11 digits).
+    digits = "".join(ch for ch in raw.split("@", 1)[0].split(":", 1)[0] if ch.isdigit())
+    if not digits:
+        return None
     try:
-        return to_e164(raw)
+        return to_e164("+" + digits)
     except ValueError:
         return None
 

@@ -5,7 +5,7 @@ The sandbox chat page and tests post JSON shaped as we define it here:
     {"type": "message", "id": "sbx-1", "from": "+5511999990000", "name": "Ana",
      "text": "oi", "from_me": false, "timestamp": 1700000000}
     {"type": "status", "id": "sbx-out-1", "status": "delivered"}
-    {"type": "connection", "status": "connected"}
+    {"type": "connection", "status": "connected", "timestamp": 1700000000}
 
 The URL's per-chip secret is the credential; where the chip has
 `webhook_token`, the `X-Sandbox-Token` header must match it.
@@ -20,6 +20,7 @@ from channels.providers._common import (
     as_str,
     epoch_to_datetime,
     header,
+    payload_digest,
     phone_or_none,
     require_object,
     same_secret,
@@ -58,8 +59,11 @@ class SandboxAdapter(ProviderAdapter):
         return ""
 
     def dedupe_key(self, payload: Any, headers: Mapping[str, str]) -> str:
-        if not isinstance(payload, Mapping) or not payload.get("id"):
+        if not isinstance(payload, Mapping):
             return ""
+        if not payload.get("id"):
+            # Identical bodies are one delivery; send a `timestamp` to tell repeats apart.
+            return payload_digest(payload)
         kind = self.event_type(payload)
         suffix = f":{as_str(payload.get('status'))}" if kind == "status" else ""
         return f"{kind}:{as_str(payload['id'])}{suffix}"[:255]
