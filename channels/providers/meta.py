@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from channels import http as provider_http
 from channels.providers._common import (
     as_mapping,
     as_str,
@@ -23,16 +24,20 @@ from channels.providers._common import (
 )
 from channels.providers.base import (
     ConnectionUpdate,
+    ErrorKind,
     Ignored,
     InboundEvent,
     InboundMessage,
     PayloadError,
     ProviderAdapter,
+    SendResult,
     StatusUpdate,
     register,
 )
 
 if TYPE_CHECKING:
+    import httpx
+
     from channels.models import Chip
 
 _MEDIA_KINDS = {
@@ -50,6 +55,10 @@ _STATUSES = {"sent", "delivered", "read", "failed"}
 class MetaAdapter(ProviderAdapter):
     name = "meta"
     credential_headers = ("X-Hub-Signature-256",)
+    always_signed = True
+
+    def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+        return _meta_send_text(chip, to=to, text=text, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         # Meta always signs; a chip without its app secret cannot be verified.
@@ -263,3 +272,95 @@ _FIELD_HANDLERS = {
     "account_update": _account_change,
     "account_alerts": _alerts_change,
 }
+
+
+# --- Sending -------------------------------------------------------------------------------
+# POST /{phone-number-id}/messages (Cloud API). chip.api_base_url, when set,
+# replaces the versioned Graph root (tests point it at a local fake server).
+GRAPH_API_ROOT = "https://graph.facebook.com/v21.0"
+
+# Meta's Cloud API error codes (developers.facebook.com, WhatsApp error codes),
+# grouped by what the outbox must do; anything else falls back to the HTTP status.
+_META_ERROR_KINDS: dict[int, ErrorKind] = {
+    # Authorization: token expired or revoked, missing permission.
+    0: ErrorKind.AUTH,
+    3: ErrorKind.AUTH,
+    10: ErrorKind.AUTH,
+    190: ErrorKind.AUTH,
+    200: ErrorKind.AUTH,
+    131005: ErrorKind.AUTH,
+    # Throttling: app/number throughput, spam rate limit, pair rate limit.
+    4: ErrorKind.RATE_LIMITED,
+    80007: ErrorKind.RATE_LIMITED,
+    130429: ErrorKind.RATE_LIMITED,
+    131048: ErrorKind.RATE_LIMITED,
+    131056: ErrorKind.RATE_LIMITED,
+    # Integrity: the number is blocked or locked by Meta.
+    368: ErrorKind.RESTRICTED,
+    130497: ErrorKind.RESTRICTED,
+    131031: ErrorKind.RESTRICTED,
+    # The recipient cannot get this message (undeliverable, outside the 24 h
+    # re-engagement window, not in the test allow-list, stopped marketing).
+    131026: ErrorKind.INVALID_RECIPIENT,
+    131030: ErrorKind.INVALID_RECIPIENT,
+    131047: ErrorKind.INVALID_RECIPIENT,
+    131049: ErrorKind.INVALID_RECIPIENT,
+    131050: ErrorKind.INVALID_RECIPIENT,
+    # Meta-side trouble: retry later.
+    1: ErrorKind.TRANSIENT,
+    2: ErrorKind.TRANSIENT,
+    131000: ErrorKind.TRANSIENT,
+    131016: ErrorKind.TRANSIENT,
+    133004: ErrorKind.TRANSIENT,
+}
+
+
+def _meta_send_text(chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+    root = (chip.api_base_url or GRAPH_API_ROOT).rstrip("/")
+    outcome = provider_http.post_json(
+        client,
+        f"{root}/{chip.instance_id}/messages",
+        json={
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "text",
+            "text": {"preview_url": False, "body": text},
+        },
+        headers={"Authorization": f"Bearer {chip.api_token}"},
+    )
+    if isinstance(outcome, SendResult):
+        return outcome
+    data = as_mapping(provider_http.response_json(outcome))
+    if outcome.is_success:
+        messages = data.get("messages")
+        first = as_mapping(messages[0]) if isinstance(messages, list) and messages else {}
+        wamid = as_str(first.get("id"))
+        if wamid:
+            return SendResult.sent(wamid, http_status=outcome.status_code)
+        # Accepted without an id: retrying could send twice, so do not.
+        return SendResult.failed(
+            ErrorKind.PERMANENT,
+            "resposta sem id de mensagem: " + provider_http.body_excerpt(outcome),
+            http_status=outcome.status_code,
+        )
+    error = as_mapping(data.get("error"))
+    details = as_str(as_mapping(error.get("error_data")).get("details"))
+    description = as_str(error.get("message")) or provider_http.body_excerpt(outcome)
+    if details:
+        description = f"{description} ({details})"
+    try:
+        code = int(error.get("code"))
+    except (TypeError, ValueError):
+        code = None
+    fallback = provider_http.classify_status(outcome, description)
+    kind = _META_ERROR_KINDS.get(code) if code is not None else None
+    if kind is None:
+        kind = fallback.error_kind
+    return SendResult.failed(
+        kind,
+        description,
+        error_code="" if code is None else str(code),
+        http_status=outcome.status_code,
+        retry_after=fallback.retry_after,
+    )
