@@ -2,8 +2,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
+from channels import circuit, pacing, quarantine
 from channels.models import Chip, WebhookEvent
 from channels.services import webhook_events_reprocess
 from core.admin_utils import URLFIELD_HTTPS, PhoneSearchMixin, ReadOnlyAdmin, pretty_json, short
@@ -19,13 +21,16 @@ class ChipAdmin(PhoneSearchMixin, admin.ModelAdmin):
         "status",
         "circuit_state",
         "consecutive_failures",
+        "sends_today",
         "can_prospect",
         "can_follow_up",
         "quality_rating",
         "last_sent_at",
+        "last_error_short",
         "agent_profile",
     ]
     list_filter = ["provider", "status", "circuit_state", "can_prospect", "can_follow_up"]
+    actions = ["block_chips", "unblock_chips", "reset_circuit"]
     list_select_related = ["agent_profile"]
     search_fields = ["name", "phone", "instance_id"]
     phone_search_fields = ("phone",)
@@ -40,6 +45,8 @@ class ChipAdmin(PhoneSearchMixin, admin.ModelAdmin):
         "circuit_opened_at",
         "circuit_retry_at",
         "circuit_open_count",
+        "sends_today",
+        "recent_errors",
         "quality_rating",
         "health_pretty",
         "qr_code_display",
@@ -93,6 +100,8 @@ class ChipAdmin(PhoneSearchMixin, admin.ModelAdmin):
                     "circuit_opened_at",
                     "circuit_retry_at",
                     "circuit_open_count",
+                    "sends_today",
+                    "recent_errors",
                 ]
             },
         ),
@@ -122,6 +131,86 @@ class ChipAdmin(PhoneSearchMixin, admin.ModelAdmin):
     @admin.display(description="health signals")
     def health_pretty(self, obj: Chip) -> str:
         return pretty_json(obj.health)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Chip]:
+        return pacing.chips_with_sent_today(super().get_queryset(request), now=timezone.now())
+
+    @admin.display(description="envios hoje / limite")
+    def sends_today(self, obj: Chip) -> str:
+        if obj.pk is None:
+            return "—"
+        now = timezone.now()
+        sent = getattr(obj, "sent_today", None)
+        if sent is None:
+            sent = pacing.chip_sent_today(obj, now=now)
+        today = now.astimezone(pacing.chip_zone(obj)).date()
+        return f"{sent} / {pacing.chip_daily_cap(obj, today=today)}"
+
+    @admin.display(description="último erro")
+    def last_error_short(self, obj: Chip) -> str:
+        return short(obj.last_error, 50)
+
+    @admin.display(description="últimos erros de envio")
+    def recent_errors(self, obj: Chip) -> str:
+        from conversations.models import DeliveryAttempt
+
+        if obj.pk is None:
+            return "—"
+        attempts = (
+            DeliveryAttempt.objects.filter(chip=obj)
+            .exclude(outcome=DeliveryAttempt.Outcome.SENT)
+            .order_by("-started_at")[:10]
+        )
+        rows = format_html_join(
+            "\n",
+            "<li>{} · {} · HTTP {} {} · {}</li>",
+            (
+                (
+                    timezone.localtime(a.started_at).strftime("%d/%m %H:%M:%S"),
+                    a.get_outcome_display(),
+                    a.http_status or "—",
+                    a.error_code,
+                    short(a.error, 120),
+                )
+                for a in attempts
+            ),
+        )
+        return format_html("<ul>{}</ul>", rows) if rows else "—"
+
+    def has_block_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("channels.block_chip")
+
+    def has_reset_circuit_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("channels.reset_circuit_chip")
+
+    @admin.action(description="Bloquear (sem prospecção nem follow-up)", permissions=["block"])
+    def block_chips(self, request: HttpRequest, queryset: QuerySet[Chip]) -> None:
+        blocked, paused = quarantine.chip_block(
+            chips=queryset, reason=f"bloqueado por {request.user.get_username()}"
+        )
+        self.message_user(
+            request, f"{blocked} chip(s) bloqueado(s); {paused} campanha(s) pausada(s)."
+        )
+
+    @admin.action(description="Desbloquear", permissions=["block"])
+    def unblock_chips(self, request: HttpRequest, queryset: QuerySet[Chip]) -> None:
+        count = quarantine.chip_unblock(chips=queryset)
+        self.message_user(
+            request,
+            f"{count} chip(s) desbloqueado(s). Campanhas pausadas continuam pausadas.",
+        )
+
+    @admin.action(description="Reiniciar circuit breaker", permissions=["reset_circuit"])
+    def reset_circuit(self, request: HttpRequest, queryset: QuerySet[Chip]) -> None:
+        from conversations.outbox import outbox_kick
+
+        count = 0
+        for chip in queryset:
+            circuit.circuit_reset(chip=chip)
+            count += 1
+        if count:
+            outbox_kick()
+        self.message_user(request, f"Circuit breaker reiniciado em {count} chip(s).")
 
     @admin.display(description="QR code")
     def qr_code_display(self, obj: Chip) -> str:

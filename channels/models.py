@@ -123,6 +123,10 @@ class Chip(models.Model):
     class Meta:
         ordering = ["name"]
         indexes = [models.Index(fields=["provider", "status"], name="chip_provider_status_idx")]
+        permissions = [
+            ("block_chip", "Pode bloquear e desbloquear chips"),
+            ("reset_circuit_chip", "Pode reiniciar o circuit breaker de chips"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.phone or self.get_provider_display()})"

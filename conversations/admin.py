@@ -4,7 +4,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from conversations.models import Conversation, Handoff, Lead, Message
+from conversations import outbox
+from conversations.models import Conversation, DeliveryAttempt, Handoff, Lead, Message
 from core.admin_utils import URLFIELD_HTTPS, PhoneSearchMixin, pretty_json, short
 
 
@@ -99,6 +100,32 @@ class ConversationAdmin(PhoneSearchMixin, admin.ModelAdmin):
         return pretty_json(obj.context)
 
 
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    fk_name = "message"
+    extra = 0
+    can_delete = False
+    ordering = ["-started_at"]
+    fields = [
+        "started_at",
+        "chip",
+        "outcome",
+        "http_status",
+        "error_code",
+        "error",
+        "duration_ms",
+        "provider_message_id",
+    ]
+    readonly_fields = fields
+    verbose_name_plural = "tentativas de envio"
+
+    def has_add_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        return False
+
+
 @admin.register(Message)
 class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
     formfield_overrides = URLFIELD_HTTPS
@@ -122,6 +149,8 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
     phone_search_fields = ("conversation__lead__phone",)
     raw_id_fields = ["conversation", "reply_to", "campaign", "webhook_event", "sent_by"]
     show_full_result_count = False
+    actions = ["retry_now", "cancel_messages"]
+    inlines = [DeliveryAttemptInline]
     readonly_fields = [
         "outcome",
         "provider_message_id",
@@ -152,6 +181,34 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
     @admin.display(description="last error")
     def error_short(self, obj: Message) -> str:
         return short(obj.last_error, 40)
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("conversations.retry_message")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("conversations.cancel_message")
+
+    @admin.action(description="Reenviar agora", permissions=["retry"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        count = outbox.outbox_retry_now(messages=queryset)
+        skipped = queryset.count() - count
+        self.message_user(
+            request,
+            f"{count} mensagem(ns) de volta à fila; {skipped} ignorada(s) "
+            "(recebidas, já enviadas, em envio ou canceladas).",
+        )
+
+    @admin.action(description="Cancelar envio", permissions=["cancel"])
+    def cancel_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        count = outbox.outbox_cancel(
+            messages=queryset, reason=f"Cancelada por {request.user.get_username()}"
+        )
+        skipped = queryset.count() - count
+        self.message_user(
+            request,
+            f"{count} mensagem(ns) cancelada(s); {skipped} ignorada(s) "
+            "(recebidas, já enviadas ou em envio).",
+        )
 
 
 @admin.register(Handoff)

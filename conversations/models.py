@@ -259,6 +259,10 @@ class Message(models.Model):
             models.Index(fields=["-created_at"], name="msg_created_idx"),
             models.Index(fields=["direction", "status", "-created_at"], name="msg_status_idx"),
         ]
+        permissions = [
+            ("retry_message", "Pode reenviar mensagens da fila"),
+            ("cancel_message", "Pode cancelar mensagens da fila"),
+        ]
 
     def __str__(self) -> str:
         arrow = "←" if self.direction == self.Direction.INBOUND else "→"

@@ -3,14 +3,24 @@
 Gauges that describe shared state (outbox backlog, worker heartbeat) are read
 from the database at scrape time, so every web process reports the same
 truth whichever process did the work.
+
+Counters incremented by the outbox in workers (`outbound_messages_total`,
+`integration_requests_total`) live in the database (`core.MetricCounter`, one
+atomic UPDATE per event): django-q2 workers are separate processes, often on
+other machines, so an in-process Counter would never reach the web process's
+/metrics, and Prometheus' multiprocess mode only merges processes sharing one
+host's directory (and django-prometheus' multiprocess export drops custom
+collectors).
 """
 
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from django.db import DatabaseError
+from django.db.models import F
 from prometheus_client import Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from core import selectors
@@ -63,11 +73,73 @@ class PlatformStateCollector(Collector):
             yield GaugeMetricFamily(name, documentation, value=values[name])
 
 
+# Database-backed counters: name -> (documentation, label names).
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "outbound_messages_total": (
+        "Outbound message outcomes decided by the outbox (sent, failed, retry, cancelled...).",
+        ("outcome",),
+    ),
+    "integration_requests_total": (
+        "Requests to external integrations (WhatsApp providers, Slack) by outcome.",
+        ("integration", "operation", "outcome"),
+    ),
+}
+
+
+def counter_inc(name: str, labels: Mapping[str, str], amount: int = 1) -> None:
+    """Add `amount` to a database counter; joins the caller's transaction if any."""
+    from core.models import MetricCounter
+
+    _, label_names = COUNTERS[name]
+    key = json.dumps({label: str(labels[label]) for label in label_names}, sort_keys=True)
+    updated = MetricCounter.objects.filter(name=name, labels=key).update(value=F("value") + amount)
+    if not updated:
+        # First event of this series; a concurrent creator wins the unique
+        # constraint and we add to its row instead.
+        counter, created = MetricCounter.objects.get_or_create(
+            name=name, labels=key, defaults={"value": amount}
+        )
+        if not created:
+            MetricCounter.objects.filter(pk=counter.pk).update(value=F("value") + amount)
+
+
+class DatabaseCounterCollector(Collector):
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        for name, (documentation, label_names) in COUNTERS.items():
+            yield CounterMetricFamily(name, documentation, labels=label_names)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        from core.models import MetricCounter
+
+        try:
+            rows = list(
+                MetricCounter.objects.filter(name__in=COUNTERS).values_list(
+                    "name", "labels", "value"
+                )
+            )
+        except DatabaseError as exc:
+            logger.warning("metrics: database unavailable: %s", exc)
+            return
+        families = {
+            name: CounterMetricFamily(name, documentation, labels=label_names)
+            for name, (documentation, label_names) in COUNTERS.items()
+        }
+        for name, key, value in rows:
+            _, label_names = COUNTERS[name]
+            labels = json.loads(key)
+            families[name].add_metric([labels.get(label, "") for label in label_names], value)
+        yield from families.values()
+
+
 _collector: PlatformStateCollector | None = None
+_counter_collector: DatabaseCounterCollector | None = None
 
 
 def register_collectors() -> None:
-    global _collector
+    global _collector, _counter_collector
     if _collector is None:
         _collector = PlatformStateCollector()
         REGISTRY.register(_collector)
+    if _counter_collector is None:
+        _counter_collector = DatabaseCounterCollector()
+        REGISTRY.register(_counter_collector)

@@ -14,11 +14,11 @@ EDIT = ("view", "change")
 ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     # Ops keep the machine running: chips, webhooks, outbox, reprocessing, workers.
     "ops": {
-        "channels.chip": ("view", "add", "change"),
+        "channels.chip": ("view", "add", "change", "block", "reset_circuit"),
         "channels.webhookevent": EDIT,
         "conversations.lead": EDIT,
         "conversations.conversation": EDIT,
-        "conversations.message": EDIT,
+        "conversations.message": ("view", "change", "retry", "cancel"),
         "conversations.handoff": ("view", "add", "change"),
         "campaigns.campaign": EDIT,
         "campaigns.campaignrecipient": VIEW,

@@ -25,6 +25,12 @@ class PeriodicTask:
 PERIODIC_TASKS: list[PeriodicTask] = [
     PeriodicTask(name="heartbeat", func="core.tasks.heartbeat"),
     PeriodicTask(name="heartbeat (+30s)", func="core.tasks.heartbeat", offset_seconds=30),
+    # The outbox sender's safety net: each run drains for OUTBOX_DRAIN_SECONDS
+    # (< 30 s), so the two never overlap and a lost kick delays nothing long.
+    PeriodicTask(name="outbox sweep", func="conversations.tasks.outbox_sweep"),
+    PeriodicTask(
+        name="outbox sweep (+30s)", func="conversations.tasks.outbox_sweep", offset_seconds=30
+    ),
     # Webhook events whose processing task the broker lost.
     PeriodicTask(name="webhook sweep", func="channels.tasks.sweep_stuck_webhook_events"),
 ]

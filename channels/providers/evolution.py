@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from channels import http as provider_http
 from channels.providers._common import (
     as_mapping,
     as_str,
@@ -29,16 +30,20 @@ from channels.providers._common import (
 )
 from channels.providers.base import (
     ConnectionUpdate,
+    ErrorKind,
     Ignored,
     InboundEvent,
     InboundMessage,
     PayloadError,
     ProviderAdapter,
+    SendResult,
     StatusUpdate,
     register,
 )
 
 if TYPE_CHECKING:
+    import httpx
+
     from channels.models import Chip
 
 # Baileys' ack names (v2) and numbers (v1) for messages.update.
@@ -81,6 +86,9 @@ def _normalize_event(name: str) -> str:
 class EvolutionAdapter(ProviderAdapter):
     name = "evolution"
     credential_headers = ("apikey", "Authorization")
+
+    def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+        return _evolution_send_text(chip, to=to, text=text, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         if chip.instance_id:
@@ -319,3 +327,59 @@ _EVENT_HANDLERS = {
     "logout.instance": _logout,
     "send.message": _send_message,
 }
+
+
+# --- Sending -------------------------------------------------------------------------------
+# POST {server}/message/sendText/{instance} with the `apikey` header (v2 body:
+# `number`, `text`). The answer carries the message `key.id`.
+
+
+def _evolution_send_text(chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+    if not chip.api_base_url:
+        return SendResult.failed(ErrorKind.PERMANENT, "chip sem URL do servidor Evolution")
+    outcome = provider_http.post_json(
+        client,
+        f"{chip.api_base_url.rstrip('/')}/message/sendText/{chip.instance_id}",
+        json={"number": to, "text": text},
+        headers={"apikey": chip.api_token},
+    )
+    if isinstance(outcome, SendResult):
+        return outcome
+    data = as_mapping(provider_http.response_json(outcome))
+    if outcome.is_success:
+        message_id = as_str(as_mapping(data.get("key")).get("id"))
+        if message_id:
+            return SendResult.sent(message_id, http_status=outcome.status_code)
+        return SendResult.failed(
+            ErrorKind.PERMANENT,
+            "resposta sem key.id: " + provider_http.body_excerpt(outcome),
+            http_status=outcome.status_code,
+        )
+    response = as_mapping(data.get("response"))
+    detail = response.get("message", data.get("message"))
+    description = (
+        json.dumps(detail, ensure_ascii=False)[:500]
+        if detail is not None
+        else provider_http.body_excerpt(outcome)
+    )
+    # 400 {"response": {"message": [{"exists": false, "number": ...}]}}: not on WhatsApp.
+    if isinstance(detail, list) and any(
+        isinstance(item, Mapping) and item.get("exists") is False for item in detail
+    ):
+        return SendResult.failed(
+            ErrorKind.INVALID_RECIPIENT,
+            f"número não existe no WhatsApp: {description}",
+            http_status=outcome.status_code,
+        )
+    lowered = description.lower()
+    if "rate-overlimit" in lowered:
+        return SendResult.failed(
+            ErrorKind.RATE_LIMITED,
+            description,
+            http_status=outcome.status_code,
+            retry_after=provider_http.retry_after_seconds(outcome),
+        )
+    if "connection closed" in lowered or "not connected" in lowered:
+        # The instance lost its WhatsApp session; it may come back.
+        return SendResult.failed(ErrorKind.TRANSIENT, description, http_status=outcome.status_code)
+    return provider_http.classify_status(outcome, description)

@@ -13,9 +13,11 @@ The URL's per-chip secret is the credential; where the chip has
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from channels import http as provider_http
 from channels.providers._common import (
     as_str,
     epoch_to_datetime,
@@ -27,16 +29,20 @@ from channels.providers._common import (
 )
 from channels.providers.base import (
     ConnectionUpdate,
+    ErrorKind,
     Ignored,
     InboundEvent,
     InboundMessage,
     PayloadError,
     ProviderAdapter,
+    SendResult,
     StatusUpdate,
     register,
 )
 
 if TYPE_CHECKING:
+    import httpx
+
     from channels.models import Chip
 
 _STATUSES = {"sent", "delivered", "read", "failed"}
@@ -47,6 +53,9 @@ _CONNECTION = {"pending", "connected", "disconnected", "restricted", "banned"}
 class SandboxAdapter(ProviderAdapter):
     name = "sandbox"
     credential_headers = ("X-Sandbox-Token",)
+
+    def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+        return _sandbox_send_text(chip, to=to, text=text, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         if not chip.webhook_token:
@@ -108,3 +117,38 @@ class SandboxAdapter(ProviderAdapter):
         if not kind:
             raise PayloadError("sandbox events need a `type`")
         return [Ignored(reason="unhandled event", event_type=kind)]
+
+
+# --- Sending -------------------------------------------------------------------------------
+# The sandbox has no provider: the outbound Message row is what the simulator
+# page shows. With chip.api_base_url set, the message is also POSTed to
+# `{api_base_url}/messages` (a simulator or a test's fake server) and that
+# answer is classified like any provider's.
+
+
+def _sandbox_send_text(chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+    if not chip.api_base_url:
+        return SendResult.sent(f"sbx-out-{uuid.uuid4().hex}", http_status=None)
+    outcome = provider_http.post_json(
+        client,
+        f"{chip.api_base_url.rstrip('/')}/messages",
+        json={"to": to, "text": text, "chip": chip.pk},
+    )
+    if isinstance(outcome, SendResult):
+        return outcome
+    data = provider_http.response_json(outcome)
+    data = data if isinstance(data, Mapping) else {}
+    if outcome.is_success and data.get("id"):
+        return SendResult.sent(as_str(data["id"]), http_status=outcome.status_code)
+    description = as_str(data.get("error")) or provider_http.body_excerpt(outcome)
+    if outcome.is_success:
+        return SendResult.failed(ErrorKind.PERMANENT, description, http_status=outcome.status_code)
+    if as_str(data.get("kind")) in {kind.value for kind in ErrorKind}:
+        # The simulator may name the error kind, to rehearse quarantine etc.
+        return SendResult.failed(
+            ErrorKind(as_str(data["kind"])),
+            description,
+            http_status=outcome.status_code,
+            retry_after=provider_http.retry_after_seconds(outcome),
+        )
+    return provider_http.classify_status(outcome, description)

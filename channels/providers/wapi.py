@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from channels import http as provider_http
 from channels.providers._common import (
     as_mapping,
     as_str,
@@ -31,14 +32,18 @@ from channels.providers._common import (
     same_secret,
 )
 from channels.providers.base import (
+    ErrorKind,
     Ignored,
     InboundEvent,
     InboundMessage,
     ProviderAdapter,
+    SendResult,
     register,
 )
 
 if TYPE_CHECKING:
+    import httpx
+
     from channels.models import Chip
 
 
@@ -46,6 +51,9 @@ if TYPE_CHECKING:
 class WapiAdapter(ProviderAdapter):
     name = "wapi"
     credential_headers = ("Authorization", "token")
+
+    def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+        return _wapi_send_text(chip, to=to, text=text, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         if chip.instance_id:
@@ -110,3 +118,40 @@ def _message(payload: Mapping[str, Any]) -> InboundEvent | None:
         from_me=from_me,
         timestamp=epoch_to_datetime(payload.get("moment")),
     )
+
+
+# --- Sending -------------------------------------------------------------------------------
+# No official W-API reference was reachable. Public client code consistently
+# calls POST https://api.w-api.app/v1/message/send-text?instanceId={id} with
+# `Authorization: Bearer {token}` and a `phone`/`message` body, and reads a
+# `messageId` (or `{"error": true, "message": ...}` on failure); that is what
+# this implements. chip.api_base_url overrides the versioned root.
+WAPI_ROOT = "https://api.w-api.app/v1"
+
+
+def _wapi_send_text(chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+    root = (chip.api_base_url or WAPI_ROOT).rstrip("/")
+    outcome = provider_http.post_json(
+        client,
+        f"{root}/message/send-text",
+        params={"instanceId": chip.instance_id},
+        json={"phone": to, "message": text},
+        headers={"Authorization": f"Bearer {chip.api_token}"},
+    )
+    if isinstance(outcome, SendResult):
+        return outcome
+    data = as_mapping(provider_http.response_json(outcome))
+    if outcome.is_success and data.get("error") in (None, False):
+        message_id = as_str(
+            data.get("messageId") or data.get("insertedId") or as_mapping(data.get("key")).get("id")
+        )
+        if message_id:
+            return SendResult.sent(message_id, http_status=outcome.status_code)
+    description = as_str(data.get("message")) or provider_http.body_excerpt(outcome)
+    if outcome.is_success:
+        return SendResult.failed(
+            ErrorKind.PERMANENT,
+            f"resposta sem messageId: {description}",
+            http_status=outcome.status_code,
+        )
+    return provider_http.classify_status(outcome, description)

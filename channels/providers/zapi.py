@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from channels import http as provider_http
 from channels.providers._common import (
     as_mapping,
     as_str,
@@ -25,16 +26,20 @@ from channels.providers._common import (
 )
 from channels.providers.base import (
     ConnectionUpdate,
+    ErrorKind,
     Ignored,
     InboundEvent,
     InboundMessage,
     PayloadError,
     ProviderAdapter,
+    SendResult,
     StatusUpdate,
     register,
 )
 
 if TYPE_CHECKING:
+    import httpx
+
     from channels.models import Chip
 
 _STATUS = {"SENT": "sent", "RECEIVED": "delivered", "READ": "read", "PLAYED": "read"}
@@ -52,6 +57,9 @@ _MEDIA = (
 class ZapiAdapter(ProviderAdapter):
     name = "zapi"
     credential_headers = ("z-api-token",)
+
+    def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+        return _zapi_send_text(chip, to=to, text=text, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         if chip.instance_id:
@@ -203,3 +211,43 @@ _HANDLERS = {
     "connectedcallback": _connected,
     "deliverycallback": _delivery,
 }
+
+
+# --- Sending -------------------------------------------------------------------------------
+# POST https://api.z-api.io/instances/{id}/token/{token}/send-text with the
+# account's `Client-Token` header; body `phone`, `message`; the answer has
+# `zaapId` and `messageId` (developer.z-api.io). chip.api_base_url overrides the host.
+ZAPI_ROOT = "https://api.z-api.io"
+
+
+def _zapi_send_text(chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+    root = (chip.api_base_url or ZAPI_ROOT).rstrip("/")
+    headers = {"Client-Token": chip.client_token} if chip.client_token else {}
+    outcome = provider_http.post_json(
+        client,
+        f"{root}/instances/{chip.instance_id}/token/{chip.api_token}/send-text",
+        json={"phone": to, "message": text},
+        headers=headers,
+    )
+    if isinstance(outcome, SendResult):
+        return outcome
+    data = as_mapping(provider_http.response_json(outcome))
+    if outcome.is_success and not data.get("error"):
+        message_id = as_str(data.get("messageId") or data.get("id"))
+        if message_id:
+            return SendResult.sent(message_id, http_status=outcome.status_code)
+    description = (
+        as_str(data.get("error")) + " " + as_str(data.get("message"))
+    ).strip() or provider_http.body_excerpt(outcome)
+    lowered = description.lower()
+    if "client-token" in lowered or ("token" in lowered and "invalid" in lowered):
+        return SendResult.failed(ErrorKind.AUTH, description, http_status=outcome.status_code)
+    if "not connected" in lowered or "não está conectad" in lowered:
+        return SendResult.failed(ErrorKind.TRANSIENT, description, http_status=outcome.status_code)
+    if outcome.is_success:
+        return SendResult.failed(
+            ErrorKind.PERMANENT,
+            f"resposta sem messageId: {description}",
+            http_status=outcome.status_code,
+        )
+    return provider_http.classify_status(outcome, description)

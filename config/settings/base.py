@@ -176,6 +176,29 @@ HEARTBEAT_STALE_SECONDS = env.int("HEARTBEAT_STALE_SECONDS", default=120)
 # /health calls the outbox "backlogged" when a due message waited longer than this.
 OUTBOX_BACKLOG_WARN_SECONDS = env.int("OUTBOX_BACKLOG_WARN_SECONDS", default=15 * 60)
 
+# --- Outbox (conversations/outbox.py) --------------------------------------------------
+# How long a claimed message may stay `sending` before another worker takes it
+# back. It must exceed the HTTP timeout below, or a slow send could be sent twice.
+OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=90)
+OUTBOX_HTTP_TIMEOUT_SECONDS = env.float("OUTBOX_HTTP_TIMEOUT_SECONDS", default=20.0)
+OUTBOX_HTTP_CONNECT_TIMEOUT_SECONDS = env.float("OUTBOX_HTTP_CONNECT_TIMEOUT_SECONDS", default=5.0)
+# A transient failure is retried this many times in total, then the message fails.
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=5)
+# Retry backoff: base * 2**(attempt-1), capped.
+OUTBOX_RETRY_BASE_SECONDS = env.float("OUTBOX_RETRY_BASE_SECONDS", default=30.0)
+OUTBOX_RETRY_MAX_SECONDS = env.float("OUTBOX_RETRY_MAX_SECONDS", default=30 * 60.0)
+# A message that may not leave yet (campaign paused, chip may not prospect) is
+# looked at again after this long.
+OUTBOX_HOLD_SECONDS = env.int("OUTBOX_HOLD_SECONDS", default=5 * 60)
+# One sender task keeps draining (waiting for paced chips) for at most this
+# long; it must stay well below Q_CLUSTER["timeout"].
+OUTBOX_DRAIN_SECONDS = env.float("OUTBOX_DRAIN_SECONDS", default=25.0)
+# Per-chip circuit breaker: opens after this many consecutive failures, then
+# lets one probe through after base, 2*base, 4*base ... seconds, capped.
+CIRCUIT_FAILURE_THRESHOLD = env.int("CIRCUIT_FAILURE_THRESHOLD", default=5)
+CIRCUIT_BACKOFF_BASE_SECONDS = env.float("CIRCUIT_BACKOFF_BASE_SECONDS", default=5 * 60.0)
+CIRCUIT_BACKOFF_MAX_SECONDS = env.float("CIRCUIT_BACKOFF_MAX_SECONDS", default=4 * 60 * 60.0)
+
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()
 LOG_FORMAT = env("LOG_FORMAT", default="text")

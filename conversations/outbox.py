@@ -1,0 +1,648 @@
+"""The outbox: outbound messages wait as `queued` rows and leave through here.
+
+One send is three short steps, so no database transaction is open while the
+provider is on the line:
+
+1. claim (`outbox_claim_next`): lock a chip that may send now
+   (`SELECT … FOR NO KEY UPDATE SKIP LOCKED`), then one due message of it
+   (`FOR UPDATE SKIP LOCKED`), re-check that the message may still leave,
+   mark it `sending` with a lease and mark the chip busy until the lease ends.
+   Two workers can never hold the same chip or message, and a chip never has
+   two sends in flight.
+2. send through the chip's adapter (no locks held).
+3. record (`outbox_record_result`): a `DeliveryAttempt` row, the message's
+   new state, the circuit breaker, and the chip's next free time, counted from
+   when the answer came back, so the provider never sees two requests from one
+   chip closer than its minimum interval.
+
+The database is the source of truth: a lost broker task loses nothing (the
+periodic sweep drains again) and a message left `sending` by a dead worker
+returns to the queue when its lease expires. Delivery is at-least-once only
+in that one case: a worker killed after the provider accepted a message and
+before it recorded the answer sends that message again after the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import httpx
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from campaigns.models import Campaign, CampaignRecipient
+from channels import circuit, pacing, quarantine
+from channels.http import provider_client
+from channels.models import Chip
+from channels.providers.base import ErrorKind, SendResult, get_adapter
+from conversations.models import Conversation, DeliveryAttempt, LeadIdentity, Message
+from core.alerts import alert_raise
+from core.metrics import counter_inc
+
+logger = logging.getLogger(__name__)
+
+# Replies to a lead who just wrote go before anything the business starts.
+PRIORITY_BY_PURPOSE: dict[str, int] = {
+    Message.Purpose.REPLY: 100,
+    Message.Purpose.HUMAN: 100,
+    Message.Purpose.SYSTEM: 50,
+    Message.Purpose.FOLLOW_UP: 10,
+    Message.Purpose.CAMPAIGN: 0,
+}
+NOT_SENDING_STATUSES = quarantine.NOT_SENDING_STATUSES
+# Provider answers that say nothing about the chip's health (the recipient's
+# problem): they neither open nor close the circuit.
+_RECIPIENT_ERRORS = frozenset({ErrorKind.INVALID_RECIPIENT})
+_RETRYABLE = frozenset({ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED, ErrorKind.AUTH})
+
+
+@dataclass(frozen=True)
+class Claim:
+    message_id: int
+    chip_id: int
+    attempt: int
+    probe: bool
+    lease_expires_at: datetime
+
+
+@dataclass
+class DrainReport:
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    recovered: int = 0
+    attempts: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "attempts": self.attempts,
+            "sent": self.sent,
+            "failed": self.failed,
+            "retried": self.retried,
+            "recovered": self.recovered,
+        }
+
+
+# --- Enqueueing -------------------------------------------------------------------------
+
+
+def outbox_enqueue(
+    *,
+    conversation: Conversation,
+    body: str,
+    purpose: str,
+    priority: int | None = None,
+    campaign: Campaign | None = None,
+    reply_to: Message | None = None,
+    sent_by: object | None = None,
+    not_before: datetime | None = None,
+) -> Message:
+    """Queue a text message on the conversation's chip; a sender runs after commit."""
+    message = Message.objects.create(
+        conversation=conversation,
+        chip_id=conversation.chip_id,
+        direction=Message.Direction.OUTBOUND,
+        purpose=purpose,
+        kind=Message.Kind.TEXT,
+        body=body,
+        status=Message.Status.QUEUED,
+        priority=PRIORITY_BY_PURPOSE.get(purpose, 0) if priority is None else priority,
+        campaign=campaign,
+        reply_to=reply_to,
+        sent_by=sent_by,
+        next_attempt_at=not_before or timezone.now(),
+    )
+    outbox_kick()
+    return message
+
+
+def outbox_kick() -> None:
+    """Ask a worker to send what is due, once the current transaction commits.
+
+    Only a nudge: the periodic sweep sends everything anyway, so a broker that
+    drops this task delays messages by at most one sweep.
+    """
+
+    def _enqueue() -> None:
+        from django_q.tasks import async_task
+
+        try:
+            async_task("conversations.tasks.outbox_send_now", group="outbox")
+        except Exception:  # the sweep is the safety net; never fail the caller's commit
+            logger.exception("outbox: could not enqueue the sender task")
+
+    transaction.on_commit(_enqueue)
+
+
+# --- Claiming -----------------------------------------------------------------------------
+
+
+def _due(now: datetime) -> Q:
+    return Q(status=Message.Status.QUEUED) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+
+
+def _lock_ready_chip(*, now: datetime, skip: set[int]) -> Chip | None:
+    due_messages = Message.objects.filter(_due(now), chip=OuterRef("pk"))
+    return (
+        Chip.objects.select_for_update(skip_locked=True, no_key=True)
+        .filter(Q(next_send_at__isnull=True) | Q(next_send_at__lte=now))
+        .filter(
+            Q(circuit_state=Chip.CircuitState.CLOSED)
+            | Q(circuit_retry_at__isnull=True)
+            | Q(circuit_retry_at__lte=now)
+        )
+        .exclude(status__in=NOT_SENDING_STATUSES)
+        .exclude(pk__in=skip)
+        .filter(Exists(due_messages))
+        .order_by(F("next_send_at").asc(nulls_first=True), "pk")
+        .first()
+    )
+
+
+def _hold(messages: QuerySet[Message], *, until: datetime, reason: str) -> int:
+    return messages.update(next_attempt_at=until, last_error=reason, updated_at=timezone.now())
+
+
+def _gate_proactive(chip: Chip, *, now: datetime) -> None:
+    """Move business-initiated messages this chip may not send now out of the due set."""
+    due = Message.objects.filter(_due(now), chip=chip)
+    block = pacing.chip_proactive_block(chip, now=now)
+    if block is not None:
+        _hold(
+            due.filter(purpose__in=pacing.PROACTIVE_PURPOSES),
+            until=block.until,
+            reason=block.reason,
+        )
+    hold_until = now + timedelta(seconds=settings.OUTBOX_HOLD_SECONDS)
+    for purpose in pacing.PROACTIVE_PURPOSES:
+        reason = pacing.chip_purpose_block(chip, purpose=purpose)
+        if reason:
+            _hold(due.filter(purpose=purpose), until=hold_until, reason=reason)
+
+
+def _may_leave(message: Message) -> tuple[str, str] | None:
+    """("cancel" | "hold", pt-BR reason) when the message must not leave now."""
+    conversation = message.conversation
+    if message.purpose == Message.Purpose.REPLY:
+        if conversation.controlled_by == Conversation.ControlledBy.HUMAN:
+            return ("cancel", "Conversa assumida por um humano antes do envio")
+        if conversation.agent_paused:
+            return ("cancel", "Agente pausado nesta conversa antes do envio")
+    if message.purpose in pacing.PROACTIVE_PURPOSES:
+        if conversation.lead.opted_out:
+            return ("cancel", "Lead pediu para não receber mensagens (opt-out)")
+        campaign = message.campaign
+        if campaign is not None:
+            if campaign.status == Campaign.Status.CANCELLED:
+                return ("cancel", "Campanha cancelada")
+            if campaign.status == Campaign.Status.PAUSED:
+                return ("hold", "Campanha pausada")
+        if conversation.controlled_by == Conversation.ControlledBy.HUMAN:
+            return ("hold", "Conversa com um humano: envio automático suspenso")
+    return None
+
+
+def _cancel(message: Message, *, reason: str, now: datetime) -> None:
+    message.status = Message.Status.CANCELLED
+    message.outcome = Message.Outcome.CANCELLED
+    message.last_error = reason
+    message.lease_expires_at = None
+    message.save(
+        update_fields=["status", "outcome", "last_error", "lease_expires_at", "updated_at"]
+    )
+    _sync_recipient(message)
+    counter_inc("outbound_messages_total", {"outcome": "cancelled"})
+
+
+def _claim_on_chip(chip: Chip, *, now: datetime) -> Claim | None:
+    _gate_proactive(chip, now=now)
+    lease_seconds = settings.OUTBOX_LEASE_SECONDS
+    candidates = (
+        Message.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("conversation__lead", "campaign")
+        .filter(_due(now), chip=chip, direction=Message.Direction.OUTBOUND)
+        .order_by("-priority", F("next_attempt_at").asc(nulls_first=True), "pk")
+    )
+    for message in candidates[:20]:
+        verdict = _may_leave(message)
+        if verdict is not None:
+            action, reason = verdict
+            if action == "cancel":
+                _cancel(message, reason=reason, now=now)
+            else:
+                _hold(
+                    Message.objects.filter(pk=message.pk),
+                    until=now + timedelta(seconds=settings.OUTBOX_HOLD_SECONDS),
+                    reason=reason,
+                )
+                counter_inc("outbound_messages_total", {"outcome": "held"})
+            continue
+        probe = circuit.circuit_begin_send(chip, now=now, probe_lease_seconds=lease_seconds)
+        lease_expires_at = now + timedelta(seconds=lease_seconds)
+        message.status = Message.Status.SENDING
+        message.attempts += 1
+        message.lease_expires_at = lease_expires_at
+        message.save(update_fields=["status", "attempts", "lease_expires_at", "updated_at"])
+        # Busy until the answer is recorded (or the lease ends, if this worker dies).
+        chip.next_send_at = lease_expires_at
+        chip.save(update_fields=["next_send_at", "circuit_state", "circuit_retry_at", "updated_at"])
+        return Claim(
+            message_id=message.pk,
+            chip_id=chip.pk,
+            attempt=message.attempts,
+            probe=probe,
+            lease_expires_at=lease_expires_at,
+        )
+    return None
+
+
+def outbox_claim_next(*, now: datetime | None = None) -> Claim | None:
+    """Claim the next message that may leave now, on any chip; None when there is none."""
+    tried: set[int] = set()
+    while True:
+        now = now or timezone.now()
+        with transaction.atomic():
+            chip = _lock_ready_chip(now=now, skip=tried)
+            if chip is None:
+                return None
+            claim = _claim_on_chip(chip, now=now)
+        if claim is not None:
+            return claim
+        # Everything due on that chip was held, cancelled or locked by someone
+        # else; look at the other chips.
+        tried.add(chip.pk)
+
+
+# --- Sending and recording ----------------------------------------------------------------
+
+
+def _recipient_address(message: Message) -> str:
+    lead = message.conversation.lead
+    if lead.phone:
+        return lead.phone.lstrip("+")
+    identity = (
+        LeadIdentity.objects.filter(lead=lead, provider=message.chip.provider)
+        .order_by("-last_seen_at")
+        .values_list("external_id", flat=True)
+        .first()
+    )
+    return identity or ""
+
+
+def outbox_send_claimed(*, claim: Claim, client: httpx.Client) -> SendResult:
+    """Hand a claimed message to its chip's provider and record what happened."""
+    message = Message.objects.select_related("chip", "conversation__lead").get(pk=claim.message_id)
+    chip = message.chip
+    started_at = timezone.now()
+    started = time.monotonic()
+    to = _recipient_address(message)
+    if not to:
+        result = SendResult.failed(
+            ErrorKind.INVALID_RECIPIENT, "Lead sem telefone nem identificador no provedor"
+        )
+    else:
+        try:
+            adapter = get_adapter(chip.provider)
+            result = adapter.send_text(chip, to=to, text=message.body, client=client)
+        except Exception as exc:
+            # An adapter bug must not leave the message `sending` until its lease ends.
+            logger.exception(
+                "outbox: adapter %s raised while sending %s", chip.provider, message.pk
+            )
+            result = SendResult.failed(ErrorKind.TRANSIENT, f"{type(exc).__name__}: {exc}")
+    duration_ms = int((time.monotonic() - started) * 1000)
+    outbox_record_result(claim=claim, result=result, started_at=started_at, duration_ms=duration_ms)
+    return result
+
+
+def _retry_delay(*, attempt: int, result: SendResult) -> float:
+    backoff = settings.OUTBOX_RETRY_BASE_SECONDS * (2 ** max(0, min(attempt - 1, 20)))
+    backoff = min(backoff, settings.OUTBOX_RETRY_MAX_SECONDS)
+    return max(backoff, result.retry_after or 0.0)
+
+
+def _sync_recipient(message: Message) -> None:
+    status = {
+        Message.Status.SENT: CampaignRecipient.Status.SENT,
+        Message.Status.FAILED: CampaignRecipient.Status.FAILED,
+        Message.Status.CANCELLED: CampaignRecipient.Status.CANCELLED,
+    }.get(message.status)
+    if status and message.campaign_id:
+        CampaignRecipient.objects.filter(message_id=message.pk).update(status=status)
+
+
+def outbox_record_result(
+    *,
+    claim: Claim,
+    result: SendResult,
+    started_at: datetime,
+    duration_ms: int,
+) -> None:
+    """Store one attempt's outcome: message state, retry, circuit, pacing, quarantine."""
+    now = timezone.now()
+    kind = result.error_kind
+    with transaction.atomic():
+        chip = Chip.objects.select_for_update(no_key=True).get(pk=claim.chip_id)
+        DeliveryAttempt.objects.create(
+            message_id=claim.message_id,
+            chip=chip,
+            started_at=started_at,
+            duration_ms=duration_ms,
+            outcome=DeliveryAttempt.Outcome.SENT if result.ok else str(kind),
+            http_status=result.http_status,
+            error_code=result.error_code[:50],
+            error=result.error,
+            provider_message_id=result.provider_message_id[:255],
+        )
+        counter_inc(
+            "integration_requests_total",
+            {
+                "integration": chip.provider,
+                "operation": "send_text",
+                "outcome": "ok" if result.ok else str(kind),
+            },
+        )
+        message = (
+            Message.objects.select_for_update(of=("self",))
+            .select_related("conversation")
+            .filter(pk=claim.message_id, status=Message.Status.SENDING, attempts=claim.attempt)
+            .first()
+        )
+        if message is None:
+            # The lease ran out and another worker took the message over; its
+            # own record decides the message. Keep the attempt row for the ops.
+            logger.warning("outbox: message %s lost its lease while sending", claim.message_id)
+
+        chip_fields = ["next_send_at", "updated_at"]
+        next_send_at = pacing.chip_next_send_at(chip, after=now)
+        if result.ok:
+            circuit.circuit_record_success(chip)
+            chip.last_sent_at = started_at
+            chip_fields += ["last_sent_at", "circuit_state", "consecutive_failures"]
+            chip_fields += ["circuit_retry_at"]
+            if message is not None:
+                _record_sent(message, result=result, now=now)
+        else:
+            error = _describe(result)
+            chip.last_error = error
+            chip.last_error_at = now
+            chip_fields += ["last_error", "last_error_at"]
+            if kind not in _RECIPIENT_ERRORS:
+                change = circuit.circuit_record_failure(chip, now=now)
+                chip_fields += [
+                    "consecutive_failures",
+                    "circuit_state",
+                    "circuit_opened_at",
+                    "circuit_retry_at",
+                    "circuit_open_count",
+                ]
+                if change.opened:
+                    _alert_after_commit(
+                        title=f"Circuit breaker aberto: chip {chip.name}",
+                        text=(
+                            f"{chip.consecutive_failures} falhas seguidas; próxima tentativa "
+                            f"{timezone.localtime(change.retry_at):%d/%m %H:%M:%S}. "
+                            f"Último erro: {error}"
+                        ),
+                    )
+            if kind == ErrorKind.RATE_LIMITED and result.retry_after:
+                next_send_at = max(next_send_at, now + timedelta(seconds=result.retry_after))
+            if kind == ErrorKind.RESTRICTED:
+                chip_fields += _quarantine(chip, error=error, now=now)
+            if message is not None:
+                _record_failure(message, result=result, error=error, now=now)
+        chip.next_send_at = next_send_at
+        chip.save(update_fields=sorted(set(chip_fields)))
+
+
+def _describe(result: SendResult) -> str:
+    parts = [str(result.error_kind)]
+    if result.http_status:
+        parts.append(f"HTTP {result.http_status}")
+    if result.error_code:
+        parts.append(f"code {result.error_code}")
+    return f"{' / '.join(parts)}: {result.error}"[:2000]
+
+
+def _record_sent(message: Message, *, result: SendResult, now: datetime) -> None:
+    message.status = Message.Status.SENT
+    message.outcome = Message.Outcome.SENT
+    message.provider_message_id = result.provider_message_id
+    message.sent_at = now
+    message.lease_expires_at = None
+    message.next_attempt_at = None
+    message.last_error = ""
+    message.save(
+        update_fields=[
+            "status",
+            "outcome",
+            "provider_message_id",
+            "sent_at",
+            "lease_expires_at",
+            "next_attempt_at",
+            "last_error",
+            "updated_at",
+        ]
+    )
+    Conversation.objects.filter(pk=message.conversation_id).update(
+        last_outbound_at=now, last_message_at=now
+    )
+    _sync_recipient(message)
+    counter_inc("outbound_messages_total", {"outcome": "sent"})
+
+
+def _record_failure(message: Message, *, result: SendResult, error: str, now: datetime) -> None:
+    kind = result.error_kind
+    message.last_error = error
+    message.lease_expires_at = None
+    if kind == ErrorKind.RESTRICTED:
+        # The number was blocked, not the message: it waits for the chip to be
+        # released (or for ops to cancel it) instead of being burned.
+        message.status = Message.Status.QUEUED
+        message.outcome = Message.Outcome.FAILED_PROVIDER
+        message.next_attempt_at = now + timedelta(seconds=_retry_delay(attempt=1, result=result))
+        metric = "retry"
+    elif kind in _RETRYABLE and message.attempts < settings.OUTBOX_MAX_ATTEMPTS:
+        message.status = Message.Status.QUEUED
+        message.outcome = Message.Outcome.FAILED_PROVIDER
+        delay = _retry_delay(attempt=message.attempts, result=result)
+        message.next_attempt_at = now + timedelta(seconds=delay)
+        metric = "retry"
+    else:
+        message.status = Message.Status.FAILED
+        message.failed_at = now
+        message.next_attempt_at = None
+        message.outcome = (
+            Message.Outcome.FAILED_PROVIDER
+            if kind in _RETRYABLE
+            else Message.Outcome.FAILED_PERMANENT
+        )
+        metric = message.outcome
+    message.save(
+        update_fields=[
+            "status",
+            "outcome",
+            "last_error",
+            "lease_expires_at",
+            "next_attempt_at",
+            "failed_at",
+            "updated_at",
+        ]
+    )
+    _sync_recipient(message)
+    counter_inc("outbound_messages_total", {"outcome": metric})
+
+
+def _alert_after_commit(*, title: str, text: str) -> None:
+    transaction.on_commit(lambda: alert_raise(title=title, text=text))
+
+
+# --- Quarantine ------------------------------------------------------------------------------
+
+
+def _quarantine(chip: Chip, *, error: str, now: datetime) -> list[str]:
+    """The provider says the number is restricted: stop everything it starts. Chip is locked."""
+    first_time, paused = quarantine.chip_quarantine(chip, error=error, now=now)
+    if first_time:
+        names = ", ".join(campaign.name for campaign in paused) or "nenhuma"
+        _alert_after_commit(
+            title=f"Chip restrito: {chip.name} ({chip.phone or chip.instance_id})",
+            text=(
+                f"O provedor restringiu o número: {error}. Chip em quarentena "
+                f"(sem prospecção nem follow-up). Campanhas pausadas: {names}."
+            ),
+        )
+    return list(quarantine.QUARANTINE_FIELDS)
+
+
+# --- Recovery and the drain loop ----------------------------------------------------------
+
+
+def outbox_recover_expired_leases(*, now: datetime | None = None) -> int:
+    """Return messages left `sending` by a dead worker to the queue (or fail poison ones)."""
+    now = now or timezone.now()
+    expired = Message.objects.filter(status=Message.Status.SENDING, lease_expires_at__lt=now)
+    failed = expired.filter(attempts__gte=settings.OUTBOX_MAX_ATTEMPTS).update(
+        status=Message.Status.FAILED,
+        outcome=Message.Outcome.FAILED_PROVIDER,
+        failed_at=now,
+        lease_expires_at=None,
+        last_error="Envio interrompido várias vezes (worker parou durante o envio)",
+        updated_at=now,
+    )
+    requeued = expired.update(
+        status=Message.Status.QUEUED,
+        lease_expires_at=None,
+        next_attempt_at=now,
+        last_error="Envio interrompido (worker parou); mensagem voltou para a fila",
+        updated_at=now,
+    )
+    if failed or requeued:
+        logger.warning("outbox: %s expired leases requeued, %s failed", requeued, failed)
+        if failed:
+            counter_inc("outbound_messages_total", {"outcome": "failed_provider"}, failed)
+    return failed + requeued
+
+
+def outbox_seconds_until_ready(*, now: datetime | None = None) -> float | None:
+    """How long until some queued message could be claimed; None when nothing is queued."""
+    now = now or timezone.now()
+    queued = Message.objects.filter(status=Message.Status.QUEUED)
+    next_due = queued.filter(next_attempt_at__gt=now).aggregate(at=Min("next_attempt_at"))["at"]
+    waiting_chips = Chip.objects.filter(
+        Exists(Message.objects.filter(_due(now), chip=OuterRef("pk")))
+    ).exclude(status__in=NOT_SENDING_STATUSES)
+    if not waiting_chips.exists() and next_due is None:
+        return None
+    candidates = [next_due] if next_due else []
+    for next_send_at, state, retry_at in waiting_chips.values_list(
+        "next_send_at", "circuit_state", "circuit_retry_at"
+    ):
+        ready = next_send_at or now
+        if state != Chip.CircuitState.CLOSED and retry_at:
+            ready = max(ready, retry_at)
+        candidates.append(ready)
+    if not candidates:
+        return None
+    return max(0.0, (min(candidates) - now).total_seconds())
+
+
+def outbox_drain(
+    *, max_seconds: float = 0.0, transport: httpx.BaseTransport | None = None
+) -> DrainReport:
+    """Send whatever may leave; keep waiting for paced chips up to `max_seconds`.
+
+    With `max_seconds=0` it sends what is ready now and returns (the kick after
+    a message is queued); the periodic sweep passes a budget so paced chips keep
+    flowing between sweeps. Several drains may run at once on several machines.
+    """
+    deadline = time.monotonic() + max_seconds
+    report = DrainReport(recovered=outbox_recover_expired_leases())
+    with provider_client(transport=transport) as client:
+        while True:
+            claim = outbox_claim_next()
+            if claim is not None:
+                result = outbox_send_claimed(claim=claim, client=client)
+                report.attempts += 1
+                if result.ok:
+                    report.sent += 1
+                else:
+                    report.failed += 1
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            wait = outbox_seconds_until_ready()
+            if wait is None or wait > remaining:
+                break
+            # Short naps: another worker may take the chip, or a kick may add work.
+            time.sleep(min(max(wait, 0.02), 1.0, remaining))
+            if time.monotonic() > deadline:
+                break
+    return report
+
+
+# --- Operator actions (admin, commands) --------------------------------------------------------
+
+
+def outbox_retry_now(*, messages: QuerySet[Message]) -> int:
+    """Put failed or waiting outbound messages back at the head of the queue, attempts reset."""
+    now = timezone.now()
+    count = messages.filter(
+        direction=Message.Direction.OUTBOUND,
+        status__in=[Message.Status.QUEUED, Message.Status.FAILED],
+    ).update(
+        status=Message.Status.QUEUED,
+        outcome="",
+        attempts=0,
+        next_attempt_at=now,
+        failed_at=None,
+        last_error="",
+        updated_at=now,
+    )
+    if count:
+        outbox_kick()
+    return count
+
+
+def outbox_cancel(*, messages: QuerySet[Message], reason: str) -> int:
+    """Cancel outbound messages that have not left (queued or failed); in-flight ones stay."""
+    now = timezone.now()
+    with transaction.atomic():
+        targets = list(
+            messages.select_for_update(skip_locked=True).filter(
+                direction=Message.Direction.OUTBOUND,
+                status__in=[Message.Status.QUEUED, Message.Status.FAILED],
+            )
+        )
+        for message in targets:
+            _cancel(message, reason=reason, now=now)
+    return len(targets)
