@@ -12,3 +12,29 @@ def superuser(db, django_user_model):
 def superuser_client(client, superuser):
     client.force_login(superuser)
     return client
+
+
+@pytest.fixture
+def page():
+    from tests.support.browser import chromium_page
+
+    with chromium_page() as browser_page:
+        yield browser_page
+
+
+@pytest.fixture
+def admin_login(live_server, django_user_model):
+    """Log a real superuser in through the admin login form; returns the base URL."""
+
+    def login(page) -> str:
+        django_user_model.objects.create_superuser(
+            username="ops", email="ops@example.com", password="s3nha-forte-ops"
+        )
+        page.goto(f"{live_server.url}/admin/login/")
+        page.fill("#id_username", "ops")
+        page.fill("#id_password", "s3nha-forte-ops")
+        page.click("input[type=submit]")
+        page.wait_for_selector("#site-name")
+        return live_server.url
+
+    return login
