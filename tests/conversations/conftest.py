@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 
 from tests.factories.channels import ChipFactory
@@ -15,11 +17,10 @@ def provider_chip(db, fake_provider):
     """Evolution chips pointed at the fake provider, unpaced unless told otherwise."""
 
     def make(**kwargs):
-        n = ChipFactory._meta.next_sequence()
         defaults = {
             "provider": "evolution",
             "api_base_url": fake_provider.url,
-            "instance_id": f"chip{n}",
+            "instance_id": f"chip-{uuid.uuid4().hex[:10]}",
             "api_token": "evo-key",
             "min_interval_seconds": 0,
             "jitter_seconds": 0,
