@@ -33,7 +33,9 @@ class PhoneSearchMixin:
 
     Phones are stored in E.164 (`+5511999990000`); operators paste
     `(11) 99999-0000` or `5511999990000`. A term that parses as a phone number
-    also matches the normalized value on `phone_search_fields`.
+    is looked up by exact match on the normalized value in
+    `phone_search_fields` (an index lookup), instead of `icontains` over every
+    search field, which scans the whole table on millions of rows.
     """
 
     phone_search_fields: tuple[str, ...] = ()
@@ -41,20 +43,26 @@ class PhoneSearchMixin:
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        results, may_have_duplicates = super().get_search_results(  # type: ignore[misc]
-            request, queryset, search_term
-        )
-        term = search_term.strip()
-        if self.phone_search_fields and sum(ch.isdigit() for ch in term) >= 8:
-            try:
-                phone = to_e164(term)
-            except ValueError:
-                return results, may_have_duplicates
-            match = Q()
-            for field in self.phone_search_fields:
-                match |= Q(**{field: phone})
-            results = results | queryset.filter(match)
-        return results, may_have_duplicates
+        phone = self._as_phone(search_term)
+        if phone is None:
+            return super().get_search_results(  # type: ignore[misc]
+                request, queryset, search_term
+            )
+        match = Q()
+        for field in self.phone_search_fields:
+            match |= Q(**{field: phone})
+        return queryset.filter(match), False
+
+    def _as_phone(self, term: str) -> str | None:
+        term = term.strip()
+        if not self.phone_search_fields or sum(ch.isdigit() for ch in term) < 8:
+            return None
+        if any(ch.isalpha() for ch in term):
+            return None
+        try:
+            return to_e164(term)
+        except ValueError:
+            return None
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -1,0 +1,158 @@
+"""How the console and the outbox claim behave on millions of rows.
+
+Fills a throwaway PostgreSQL database with leads, conversations and messages
+(generate_series, so it takes seconds, not hours), then times the admin
+changelists an operator opens most, a phone search, and the outbox claim
+query, and prints the claim query's plan.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/sdr_ops_bench \
+        .venv/bin/python bench/admin_at_scale.py --messages 1000000
+
+The database is dropped and re-created: never point it at real data.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+
+def recreate_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    if not name.startswith("sdr_ops_bench"):
+        sys.exit("refusing: the bench database name must start with sdr_ops_bench")
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+FILL_SQL = """
+INSERT INTO conversations_lead (phone, name, email, company, source, attributes, opted_out,
+                                created_at, updated_at)
+SELECT '+55119' || lpad(i::text, 8, '0'), 'Lead ' || i, '', '', 'bench', '{{}}', false,
+       now() - (i || ' seconds')::interval, now()
+FROM generate_series(1, {leads}) AS i;
+
+INSERT INTO conversations_conversation (lead_id, chip_id, status, controlled_by, agent_paused,
+    paused_reason, flow_step, flow_data, context, last_message_at, last_inbound_at, last_error,
+    external_id, created_at, updated_at)
+SELECT l.id, (SELECT min(id) FROM channels_chip) + (l.id % {chips}), 'open', 'agent', false,
+       '', '', '{{}}', '{{}}', now() - (l.id || ' seconds')::interval,
+       now() - (l.id || ' seconds')::interval, '', '', now(), now()
+FROM conversations_lead l;
+
+INSERT INTO conversations_message (conversation_id, chip_id, direction, purpose, kind, body,
+    media_url, media_id, media_mime_type, status, outcome, provider_message_id, priority,
+    attempts, last_error, next_attempt_at, created_at, updated_at)
+SELECT c.id, c.chip_id,
+       CASE WHEN s.i % 2 = 0 THEN 'in' ELSE 'out' END,
+       CASE WHEN s.i % 2 = 0 THEN 'inbound' ELSE 'reply' END,
+       'text', 'mensagem ' || s.i, '', '', '',
+       CASE WHEN s.i % 2 = 0 THEN 'processed'
+            WHEN s.i % 1000 = 1 THEN 'queued' ELSE 'sent' END,
+       '', 'wamid.' || s.i, 0, 0, '',
+       now() - (s.i || ' seconds')::interval,
+       now() - (s.i || ' seconds')::interval, now()
+FROM generate_series(1, {messages}) AS s(i)
+JOIN conversations_conversation c ON c.id = (SELECT min(id) FROM conversations_conversation)
+                                          + (s.i % {leads});
+ANALYZE;
+"""
+
+
+def timed(label: str, func, repeat: int = 5) -> float:
+    func()  # warm up caches and the connection
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        samples.append((time.perf_counter() - start) * 1000)
+    median = statistics.median(samples)
+    print(f"{label:<55} median {median:8.1f} ms  (max {max(samples):.1f})")
+    return median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--leads", type=int, default=100_000)
+    parser.add_argument("--chips", type=int, default=10)
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        sys.exit("set DATABASE_URL to a throwaway PostgreSQL database named sdr_ops_bench…")
+    recreate_database(url)
+
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+
+    from channels.models import Chip
+
+    call_command("migrate", verbosity=0)
+    for n in range(args.chips):
+        Chip.objects.create(name=f"bench {n}", provider="sandbox", phone=f"+55118{n:08d}")
+    start = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(FILL_SQL.format(leads=args.leads, messages=args.messages, chips=args.chips))
+    print(
+        f"filled {args.leads:,} leads/conversations and {args.messages:,} messages "
+        f"in {time.perf_counter() - start:.0f} s"
+    )
+
+    user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench")
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(user)
+
+    def page(url: str):
+        def get():
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.status_code)
+
+        return get
+
+    timed("admin: messages changelist", page("/admin/conversations/message/"))
+    timed(
+        "admin: messages filtered (outbound, queued)",
+        page("/admin/conversations/message/?direction__exact=out&status__exact=queued"),
+    )
+    timed("admin: conversations changelist", page("/admin/conversations/conversation/"))
+    timed(
+        "admin: leads search by typed phone", page("/admin/conversations/lead/?q=(11)+90000-4242")
+    )
+    timed(
+        "admin: messages search by phone",
+        page("/admin/conversations/message/?q=%2B5511900004242"),
+    )
+
+    claim = """
+        SELECT id FROM conversations_message
+        WHERE status = 'queued' AND next_attempt_at <= now()
+        ORDER BY priority DESC, next_attempt_at
+        LIMIT 50 FOR UPDATE SKIP LOCKED
+    """
+
+    def run_claim():
+        with connection.cursor() as cursor:
+            cursor.execute(claim)
+            cursor.fetchall()
+
+    timed(f"outbox claim (50 due of ~{args.messages // 2000} queued)", run_claim)
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + claim)
+        print("\n".join(row[0] for row in cursor.fetchall()))
+
+
+if __name__ == "__main__":
+    main()
