@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -121,7 +122,7 @@ def webhook_receive(
     kept_headers = _headers_to_keep(headers)
 
     try:
-        payload = json.loads(body)
+        payload = _storable(json.loads(body))
     except (ValueError, UnicodeDecodeError) as exc:
         _reject(chip=chip, payload={}, headers=kept_headers, body=body, error=f"not JSON: {exc}")
         raise WebhookInvalid("body is not valid JSON") from exc
@@ -179,8 +180,8 @@ def _reject(
         provider=chip.provider,
         event_type=event_type[:100],
         payload=payload if isinstance(payload, dict | list) else {"value": payload},
-        raw_body=body.decode("utf-8", errors="replace"),
-        headers=dict(headers),
+        raw_body=_storable(body.decode("utf-8", errors="replace")),
+        headers=_storable(dict(headers)),
         status=WebhookEvent.Status.INVALID,
         error=error[:2000],
         processed_at=timezone.now(),
@@ -194,7 +195,22 @@ def _headers_to_keep(headers: Mapping[str, str]) -> dict[str, str]:
     for key, value in headers.items():
         name = key.lower()
         kept[name] = "***" if name in _SECRET_HEADERS else str(value)[:500]
-    return kept
+    return _storable(kept)
+
+
+def _storable(value: Any) -> Any:
+    """The JSON value PostgreSQL can store: no NUL characters, no lone surrogates.
+
+    jsonb and text reject both; a provider's odd byte must not turn into a 5xx
+    (the provider would retry it forever).
+    """
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "")
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
 
 
 def webhook_event_enqueue(*, event_id: int) -> None:

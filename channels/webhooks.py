@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -50,6 +50,10 @@ def webhook_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         return _error(
             "too_large", f"body over {limit} bytes", status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
         )
+    if isinstance(exc, DataError):
+        # The database refused a value from the body: the body's fault, not an outage.
+        logger.warning("webhook: body the database cannot store: %s", exc)
+        return _error("invalid", "body has values that cannot be stored", 400)
     if isinstance(exc, DatabaseError):
         logger.warning("webhook: database unavailable: %s", exc)
         response = _error(

@@ -342,3 +342,12 @@ def test_webhook_events_total_counts_intake_and_processing(
         'webhook_events_total{event="ReceivedCallback",outcome="accepted",provider="zapi"}'
         in metrics
     )
+
+
+def test_nul_characters_and_lone_surrogates_are_stored_not_a_5xx(make_chip, client):
+    """Found by schemathesis: jsonb refuses \\u0000 and lone surrogates."""
+    chip = make_chip("sandbox")
+    body = b'{"type": "message", "id": "n1", "from": "+5511999990000", "text": "a\\u0000b\\udc7b"}'
+    response = post_webhook(client, chip, body)
+    assert response.status_code == 200
+    assert WebhookEvent.objects.get().payload["text"] == "ab?"

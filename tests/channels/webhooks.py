@@ -13,8 +13,20 @@ from django.urls import reverse
 
 from channels import tasks
 from channels.models import Chip, WebhookEvent
+from tests.factories.channels import ChipFactory
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "payloads"
+
+
+META_APP_SECRET = "meta-app-secret-for-tests"
+
+
+def chip_for(provider: str, **kwargs: Any) -> Chip:
+    """A chip of `provider`, with the credentials its fixtures need (Meta signs)."""
+    defaults: dict[str, Any] = {}
+    if provider == "meta":
+        defaults = {"app_secret": META_APP_SECRET, "verify_token": "meatyhamhock"}
+    return ChipFactory(provider=provider, **{**defaults, **kwargs})
 
 
 def fixture_files() -> list[Path]:

@@ -11,8 +11,13 @@ from channels.models import Chip
 from channels.services import webhook_event_process
 from conversations import ingest
 from conversations.models import Conversation, Handoff, Lead, LeadIdentity, Message
-from tests.channels.webhooks import deliver, load_fixture, load_fixture_json, post_webhook
+from tests.channels.webhooks import chip_for, deliver, load_fixture, load_fixture_json, post_webhook
 from tests.factories.conversations import ConversationFactory, LeadFactory
+
+
+@pytest.fixture
+def make_chip(db):
+    return chip_for
 
 
 @pytest.fixture
