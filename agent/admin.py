@@ -3,7 +3,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from agent.models import AgentProfile, AgentRun, Flow, FlowStep
-from core.admin_utils import ReadOnlyAdmin, pretty_json, short
+from core.admin_utils import EstimatedCountPaginator, ReadOnlyAdmin, pretty_json, short
 
 
 class FlowStepInline(admin.StackedInline):
@@ -37,6 +37,7 @@ class AgentProfileAdmin(admin.ModelAdmin):
 
 @admin.register(AgentRun)
 class AgentRunAdmin(ReadOnlyAdmin):
+    paginator = EstimatedCountPaginator
     list_display = [
         "id",
         "started_at",

@@ -5,7 +5,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from campaigns.models import Campaign, CampaignRecipient
-from core.admin_utils import PhoneSearchMixin
+from core.admin_utils import EstimatedCountPaginator, PhoneSearchMixin
 
 
 @admin.register(Campaign)
@@ -66,6 +66,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
 @admin.register(CampaignRecipient)
 class CampaignRecipientAdmin(PhoneSearchMixin, admin.ModelAdmin):
+    paginator = EstimatedCountPaginator
     list_display = ["id", "campaign", "lead", "chip", "status", "skip_reason", "updated_at"]
     list_filter = ["status", "campaign"]
     list_select_related = ["campaign", "lead", "chip"]

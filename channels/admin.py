@@ -8,7 +8,14 @@ from django.utils.html import format_html, format_html_join
 from channels import circuit, pacing, quarantine
 from channels.models import Chip, WebhookEvent
 from channels.services import webhook_events_reprocess
-from core.admin_utils import URLFIELD_HTTPS, PhoneSearchMixin, ReadOnlyAdmin, pretty_json, short
+from core.admin_utils import (
+    URLFIELD_HTTPS,
+    EstimatedCountPaginator,
+    PhoneSearchMixin,
+    ReadOnlyAdmin,
+    pretty_json,
+    short,
+)
 
 
 @admin.register(Chip)
@@ -237,6 +244,7 @@ class HasErrorFilter(admin.SimpleListFilter):
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyAdmin):
+    paginator = EstimatedCountPaginator
     list_display = [
         "id",
         "received_at",

@@ -6,11 +6,18 @@ from django.utils.html import format_html
 
 from conversations import outbox
 from conversations.models import Conversation, DeliveryAttempt, Handoff, Lead, Message
-from core.admin_utils import URLFIELD_HTTPS, PhoneSearchMixin, pretty_json, short
+from core.admin_utils import (
+    URLFIELD_HTTPS,
+    EstimatedCountPaginator,
+    PhoneSearchMixin,
+    pretty_json,
+    short,
+)
 
 
 @admin.register(Lead)
 class LeadAdmin(PhoneSearchMixin, admin.ModelAdmin):
+    paginator = EstimatedCountPaginator
     list_display = ["__str__", "phone", "name", "email", "company", "opted_out", "created_at"]
     list_filter = ["opted_out", "source", "created_at"]
     search_fields = ["phone", "name", "email", "company"]
@@ -50,6 +57,7 @@ class HandoffInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(PhoneSearchMixin, admin.ModelAdmin):
+    paginator = EstimatedCountPaginator
     list_display = [
         "id",
         "lead",
@@ -128,6 +136,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 @admin.register(Message)
 class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
+    paginator = EstimatedCountPaginator
     formfield_overrides = URLFIELD_HTTPS
     list_display = [
         "id",

@@ -1,10 +1,12 @@
 """Small admin building blocks shared by every app's admin."""
 
 import json
+from functools import cached_property
 from typing import Any
 
 from django.contrib import admin
-from django.db import models
+from django.core.paginator import Paginator
+from django.db import connections, models
 from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -63,6 +65,39 @@ class PhoneSearchMixin:
             return to_e164(term)
         except ValueError:
             return None
+
+
+class EstimatedCountPaginator(Paginator):
+    """Use PostgreSQL's row estimate for an unfiltered changelist of a big table.
+
+    An exact COUNT(*) over a million messages costs more than the rest of the
+    page together; nobody needs "1,000,000" to be exact, and every filtered
+    view still counts exactly.
+    """
+
+    EXACT_BELOW = 100_000
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if isinstance(queryset, QuerySet) and not queryset.query.where:
+            estimate = self._estimate(queryset)
+            if estimate is not None and estimate >= self.EXACT_BELOW:
+                return estimate
+        return super().count
+
+    @staticmethod
+    def _estimate(queryset: QuerySet) -> int | None:
+        connection = connections[queryset.db]
+        if connection.vendor != "postgresql":
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                [queryset.model._meta.db_table],
+            )
+            row = cursor.fetchone()
+        return int(row[0]) if row and row[0] > 0 else None
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

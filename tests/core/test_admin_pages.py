@@ -132,3 +132,22 @@ def test_admin_search_finds_a_lead_by_the_phone_as_operators_type_it(superuser_c
         page = response.content.decode()
         assert "Daniella Harumi" in page, typed
         assert "Outra Pessoa" not in page, typed
+
+
+@pytest.mark.django_db
+def test_big_unfiltered_changelists_use_the_planner_estimate(superuser_client, monkeypatch):
+    from core.admin_utils import EstimatedCountPaginator
+
+    monkeypatch.setattr(EstimatedCountPaginator, "EXACT_BELOW", 10)
+    leads = conv_f.LeadFactory.create_batch(30)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE conversations_lead")
+    for lead in leads[:10]:
+        lead.delete()  # the estimate still says 30 until the next ANALYZE
+    url = reverse("admin:conversations_lead_changelist")
+
+    unfiltered = superuser_client.get(url).content.decode()
+    filtered = superuser_client.get(url, {"opted_out__exact": "0"}).content.decode()
+
+    assert "30 leads" in unfiltered
+    assert "20 resultados" in filtered or "20 results" in filtered
