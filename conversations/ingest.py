@@ -84,6 +84,10 @@ def event_ingest(
 # --- Leads ------------------------------------------------------------------------------
 
 
+class _Raced(Exception):
+    """An address was claimed by a concurrent ingest while we resolved it."""
+
+
 def lead_resolve(
     *, provider: str, phone: str | None, addresses: Iterable[str], name: str = ""
 ) -> Lead:
@@ -100,7 +104,7 @@ def lead_resolve(
                 return _lead_resolve_once(
                     provider=provider, phone=phone, addresses=addresses, name=name
                 )
-        except IntegrityError:
+        except (IntegrityError, _Raced):
             # Someone else created the same lead or identity between our read
             # and our write; the next round finds theirs.
             if attempt == _RACE_RETRIES - 1:
@@ -144,19 +148,27 @@ def _lead_resolve_once(
         if updates:
             lead.save(update_fields=[*updates, "updated_at"])
 
-    known = {identity.external_id for identity in identities if identity.lead_id == lead.pk}
+    # Re-read: a merge above may have moved identities to `lead`.
+    now = timezone.now()
+    current = {
+        identity.external_id: identity
+        for identity in LeadIdentity.objects.filter(provider=provider, external_id__in=addresses)
+    }
     for address in addresses:
-        if address in known:
-            continue
-        LeadIdentity.objects.update_or_create(
-            provider=provider,
-            external_id=address,
-            defaults={"lead": lead, "is_lid": address.endswith("@lid")},
-        )
-    if known:
-        LeadIdentity.objects.filter(provider=provider, external_id__in=known).update(
-            last_seen_at=timezone.now()
-        )
+        identity = current.get(address)
+        if identity is None:
+            # A plain insert: if a concurrent ingest just claimed this address,
+            # the IntegrityError restarts the whole resolution (see lead_resolve),
+            # which then finds its lead instead of creating a second one.
+            LeadIdentity.objects.create(
+                lead=lead, provider=provider, external_id=address, is_lid=address.endswith("@lid")
+            )
+        elif identity.lead_id == lead.pk or identity.lead_id in candidates:
+            # Ours already, or (phone given) another phone's address now seen with this phone.
+            LeadIdentity.objects.filter(pk=identity.pk).update(lead=lead, last_seen_at=now)
+        else:
+            # Claimed by a concurrent ingest after our first read: start over.
+            raise _Raced(address)
     return lead
 
 
