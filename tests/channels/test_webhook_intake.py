@@ -351,3 +351,44 @@ def test_nul_characters_and_lone_surrogates_are_stored_not_a_5xx(make_chip, clie
     response = post_webhook(client, chip, body)
     assert response.status_code == 200
     assert WebhookEvent.objects.get().payload["text"] == "ab?"
+
+
+# --- Same message, another delivery ---------------------------------------------------------------
+
+
+def test_meta_batch_with_two_messages_and_a_status_is_one_event_and_each_item_once(
+    make_chip, client, django_capture_on_commit_callbacks
+):
+    """Meta batches updates; built from the real text and status fixtures."""
+    chip = make_chip("meta")
+    batch = load_fixture_json("meta", "messages__text")
+    value = batch["entry"][0]["changes"][0]["value"]
+    second = {**value["messages"][0], "id": "wamid.SECOND", "text": {"body": "E em azul?"}}
+    value["messages"].append(second)
+    value["statuses"] = load_fixture_json("meta", "statuses__sent")["entry"][0]["changes"][0][
+        "value"
+    ]["statuses"]
+    response = deliver(client, chip, batch, django_capture_on_commit_callbacks)
+    assert response.event.dedupe_key.startswith("sha256:")
+    assert response.event.status == WebhookEvent.Status.PROCESSED
+    assert "no outbound message wamid.xyzxyz" in response.event.error
+    assert sorted(Message.objects.values_list("body", flat=True)) == [
+        "Does it come in another color?",
+        "E em azul?",
+    ]
+
+    # Meta later re-sends one of them alone: a new delivery, the same message.
+    single = load_fixture_json("meta", "messages__text")
+    single["entry"][0]["changes"][0]["value"]["messages"] = [second]
+    again = deliver(client, chip, single, django_capture_on_commit_callbacks)
+    assert again.event.pk != response.event.pk
+    assert Message.objects.count() == 2
+
+
+def test_evolution_resend_with_a_new_envelope_is_a_duplicate(make_chip, client):
+    chip = make_chip("evolution")
+    body = load_fixture_json("evolution", "messages_upsert__text_incoming_v1")
+    first = post_webhook(client, chip, body)
+    body["date_time"] = "2025-05-01T17:52:14.031Z"
+    second = post_webhook(client, chip, body)
+    assert second.json() == {"status": "duplicate", "event_id": first.json()["event_id"]}
