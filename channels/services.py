@@ -140,6 +140,10 @@ def webhook_receive(
             event_type=event_type,
         )
         raise WebhookInvalid(str(exc), event_id=event.pk) from exc
+    except Exception:
+        # A bug in our parser must not lose the delivery: store it, and let
+        # processing record the failure so it can be reprocessed once fixed.
+        logger.exception("webhook: %s parser crashed on a delivery; storing it", provider)
 
     dedupe_key = adapter.dedupe_key(payload, kept_headers)[:255]
     fields = {

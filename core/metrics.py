@@ -27,9 +27,10 @@ from core import selectors
 
 logger = logging.getLogger(__name__)
 
-# Incremented where the work happens (web process at intake, worker at
-# processing). outcome: accepted, duplicate, invalid, unauthenticated,
-# forbidden, not_found, processed, ignored, failed.
+# Incremented where the work happens. outcome at intake (web process):
+# accepted, duplicate, invalid, unauthenticated, forbidden; at processing
+# (worker): processed, ignored, invalid, failed. Unknown URLs get no series:
+# their provider label would be whatever a scanner typed.
 webhook_events_total = Counter(
     "webhook_events_total",
     "Provider webhook deliveries by provider, event type and outcome.",
