@@ -163,9 +163,16 @@ def webhook_receive(
         if created:
             event_id = event.pk
             transaction.on_commit(lambda: webhook_event_enqueue(event_id=event_id), robust=True)
-    webhook_events_total.labels(
-        provider, event.event_type, "accepted" if created else "duplicate"
-    ).inc()
+    outcome = "accepted" if created else "duplicate"
+    webhook_events_total.labels(provider, event.event_type, outcome).inc()
+    logger.info(
+        "webhook received provider=%s chip=%s event=%s id=%s outcome=%s",
+        provider,
+        chip.pk,
+        event.event_type,
+        event.pk,
+        outcome,
+    )
     return Intake(event=event, created=created)
 
 
