@@ -69,6 +69,7 @@ def role_permission_codenames(role: str) -> set[tuple[str, str]]:
 
 def sync_roles(apps: Any, schema_editor: Any = None) -> None:
     """Create the role groups and set exactly the permissions listed above."""
+    from django.apps import apps as current_apps
     from django.contrib.auth.management import create_permissions
 
     # Permissions are normally created after all migrations ran; a data
@@ -80,8 +81,17 @@ def sync_roles(apps: Any, schema_editor: Any = None) -> None:
 
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
+    declared = _declared_permissions(apps)
+    known = _declared_permissions(current_apps)
     for role in ROLES:
-        wanted = role_permission_codenames(role)
+        typos = role_permission_codenames(role) - known
+        if typos:
+            raise RuntimeError(f"role {role!r} names unknown permissions: {sorted(typos)}")
+        # An early migration runs against an older model state: permissions a
+        # later migration declares (admin actions) are granted when that later
+        # migration calls sync_roles again. Anything the current state declares
+        # must exist, so a typo still fails loudly on the last migration.
+        wanted = role_permission_codenames(role) & declared
         permissions = [
             perm
             for perm in Permission.objects.select_related("content_type")
@@ -92,3 +102,15 @@ def sync_roles(apps: Any, schema_editor: Any = None) -> None:
             raise RuntimeError(f"role {role!r} names unknown permissions: {sorted(missing)}")
         group, _ = Group.objects.get_or_create(name=role)
         group.permissions.set(permissions)
+
+
+def _declared_permissions(apps: Any) -> set[tuple[str, str]]:
+    """(app_label, codename) of every permission the models in `apps` declare."""
+    declared = set()
+    for model in apps.get_models():
+        opts = model._meta
+        declared |= {
+            (opts.app_label, f"{action}_{opts.model_name}") for action in opts.default_permissions
+        }
+        declared |= {(opts.app_label, codename) for codename, _ in opts.permissions}
+    return declared
