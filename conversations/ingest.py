@@ -295,6 +295,23 @@ def _is_our_outbound(*, chip: Chip, provider_message_id: str) -> bool:
     ).exists()
 
 
+def _is_in_flight_echo(*, conversation: Conversation, text: str) -> bool:
+    """Our own send echoed back before the outbox recorded its provider id.
+
+    Evolution v2 echoes API sends as `messages.upsert` with `fromMe`; the echo
+    can be processed while the sender still waits for the HTTP answer that
+    carries the id. The message is then `sending` on this conversation with
+    the same text: that is us, not a human on the phone.
+    """
+    if not text:
+        return False
+    return conversation.messages.filter(
+        direction=Message.Direction.OUTBOUND,
+        status=Message.Status.SENDING,
+        body=text,
+    ).exists()
+
+
 def _message_fields(message: InboundMessage) -> dict[str, object]:
     return {
         "kind": message.kind if message.kind in Message.Kind.values else Message.Kind.OTHER,
@@ -326,6 +343,8 @@ def _human_message_ingest(
     ).first()
     if existing is not None:
         return IngestResult(outcome="duplicate", message_id=existing.pk)
+    if _is_in_flight_echo(conversation=conversation, text=message.text):
+        return IngestResult(outcome="own_echo", handled=False, detail="echo of a message in flight")
     stored = Message.objects.create(
         conversation=conversation,
         chip=chip,

@@ -220,6 +220,32 @@ def test_our_own_message_echoed_back_does_not_pause_the_agent(
     assert not Handoff.objects.exists()
 
 
+def test_echo_of_a_message_still_in_flight_does_not_pause_the_agent(
+    evolution_chip, client, django_capture_on_commit_callbacks
+):
+    # The provider echoed our send before its HTTP answer gave us the id.
+    lead = LeadFactory(phone="+5522999990001")
+    conversation = ConversationFactory(lead=lead, chip=evolution_chip)
+    in_flight = Message.objects.create(
+        conversation=conversation,
+        chip=evolution_chip,
+        direction=Message.Direction.OUTBOUND,
+        purpose=Message.Purpose.REPLY,
+        status=Message.Status.SENDING,
+        body="Teste",
+    )
+    deliver(
+        client,
+        evolution_chip,
+        load_fixture("evolution", "messages_upsert__conversation_fromme_v1"),
+        django_capture_on_commit_callbacks,
+    )
+    conversation.refresh_from_db()
+    assert not conversation.agent_paused
+    assert not Handoff.objects.exists()
+    assert list(conversation.messages.all()) == [in_flight]
+
+
 def test_human_reply_joins_the_leads_open_conversation(
     make_chip, client, django_capture_on_commit_callbacks
 ):
