@@ -94,7 +94,7 @@ def chip_block(
     now = timezone.now()
     blocked = paused = 0
     with transaction.atomic():
-        for chip in chips.select_for_update(no_key=True):
+        for chip in _locked(chips):
             if chip.can_prospect or chip.can_follow_up:
                 blocked += 1
             chip.can_prospect = False
@@ -117,7 +117,7 @@ def chip_unblock(*, chips: QuerySet[Chip]) -> int:
     now = timezone.now()
     count = 0
     with transaction.atomic():
-        for chip in chips.select_for_update(no_key=True):
+        for chip in _locked(chips):
             fields = ["can_prospect", "can_follow_up", "updated_at"]
             chip.can_prospect = True
             chip.can_follow_up = True
@@ -128,3 +128,8 @@ def chip_unblock(*, chips: QuerySet[Chip]) -> int:
             chip.save(update_fields=fields)
             count += 1
     return count
+
+
+def _locked(chips: QuerySet[Chip]) -> QuerySet[Chip]:
+    # A fresh queryset: the admin's carries outer joins that cannot be locked.
+    return Chip.objects.filter(pk__in=chips.values("pk")).select_for_update(no_key=True)

@@ -637,8 +637,11 @@ def outbox_cancel(*, messages: QuerySet[Message], reason: str) -> int:
     """Cancel outbound messages that have not left (queued or failed); in-flight ones stay."""
     now = timezone.now()
     with transaction.atomic():
+        # A fresh queryset: the admin's carries joins that need not be locked.
         targets = list(
-            messages.select_for_update(skip_locked=True).filter(
+            Message.objects.filter(pk__in=messages.values("pk"))
+            .select_for_update(skip_locked=True)
+            .filter(
                 direction=Message.Direction.OUTBOUND,
                 status__in=[Message.Status.QUEUED, Message.Status.FAILED],
             )
