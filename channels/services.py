@@ -96,12 +96,11 @@ def webhook_authenticate(
     """Raise 401 when the provider's credential is missing, 403 when it is wrong."""
     if adapter.verify(chip, headers, body):
         return
-    # Meta signs every request; the others carry a credential only when the
-    # chip is configured with one (otherwise the failure is a body mismatch).
-    expects_credential = getattr(adapter, "always_signed", False) or bool(chip.webhook_token)
-    credential_headers = getattr(adapter, "credential_headers", ())
+    expects_credential = adapter.always_signed or bool(chip.webhook_token)
     lowered = {key.lower() for key in headers}
-    if expects_credential and not any(name.lower() in lowered for name in credential_headers):
+    if expects_credential and not any(
+        name.lower() in lowered for name in adapter.credential_headers
+    ):
         raise WebhookUnauthenticated("missing webhook credential")
     raise WebhookForbidden("webhook credential does not match")
 

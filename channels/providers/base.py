@@ -132,6 +132,12 @@ class SendResult:
 
 class ProviderAdapter(ABC):
     name: ClassVar[str]
+    # Headers that carry the provider's webhook credential, to tell a missing
+    # credential (401) from a wrong one (403).
+    credential_headers: ClassVar[tuple[str, ...]] = ()
+    # True when the provider signs every request (Meta); the others carry a
+    # credential only when the chip is configured with one.
+    always_signed: ClassVar[bool] = False
 
     @abstractmethod
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
