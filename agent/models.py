@@ -5,6 +5,11 @@ DEFAULT_FALLBACK_REPLY = (
     "Desculpe, tive um problema para responder agora. "
     "Um dos nossos especialistas vai falar com você em instantes."
 )
+DEFAULT_HANDOFF_REPLY = (
+    "Certo! Vou chamar um dos nossos especialistas para continuar com você. É só aguardar um "
+    "pouquinho."
+)
+DEFAULT_CLOSING_MESSAGE = "Obrigada pelas informações! Em breve entraremos em contato. 😊"
 DEFAULT_OPT_OUT_CONFIRMATION = (
     "Tudo bem! Você não vai mais receber nossas mensagens. Se mudar de ideia, é só chamar."
 )
@@ -86,6 +91,14 @@ class AgentProfile(models.Model):
         default=20, help_text="Messages of history sent to the model"
     )
     fallback_reply = models.TextField(default=DEFAULT_FALLBACK_REPLY)
+    handoff_on_failure = models.BooleanField(
+        default=True,
+        help_text="When the LLM fails: send the fallback reply and hand the conversation to a "
+        "human (otherwise only the fallback reply, and the agent keeps answering)",
+    )
+    handoff_reply = models.TextField(
+        default=DEFAULT_HANDOFF_REPLY, help_text="Sent when the lead asks for a human"
+    )
     handoff_keywords = models.JSONField(default=default_handoff_keywords, blank=True)
     opt_out_keywords = models.JSONField(default=default_opt_out_keywords, blank=True)
     opt_out_confirmation = models.TextField(default=DEFAULT_OPT_OUT_CONFIRMATION)
@@ -93,13 +106,16 @@ class AgentProfile(models.Model):
         Flow, on_delete=models.SET_NULL, null=True, blank=True, related_name="profiles"
     )
     on_flow_end = models.CharField(max_length=20, choices=FlowEnd.choices, default=FlowEnd.HANDOFF)
-    closing_message = models.TextField(blank=True)
+    closing_message = models.TextField(
+        blank=True, help_text="Sent when the flow ends; empty uses a default thank-you"
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
+        permissions = [("sandbox_agentprofile", "Pode usar o chat sandbox")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(temperature__gte=0) & Q(temperature__lte=2),
@@ -117,7 +133,13 @@ class AgentRun(models.Model):
     class Kind(models.TextChoices):
         LLM = "llm", "LLM"
         FLOW = "flow", "Fluxo"
+        KEYWORD = "keyword", "Palavra-chave (opt-out, pedido de humano)"
         FALLBACK = "fallback", "Fallback"
+
+    class Trigger(models.TextChoices):
+        INBOUND = "inbound", "Mensagem recebida"
+        REPROCESS = "reprocess", "Reprocessamento"
+        RECOVERY = "recovery", "Recuperação automática"
 
     class Outcome(models.TextChoices):
         RUNNING = "running", "Em execução"
@@ -141,6 +163,7 @@ class AgentRun(models.Model):
         AgentProfile, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.INBOUND)
     outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RUNNING)
     model = models.CharField(max_length=100, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -156,7 +179,34 @@ class AgentRun(models.Model):
         indexes = [
             models.Index(fields=["-started_at"], name="agentrun_started_idx"),
             models.Index(fields=["outcome", "-started_at"], name="agentrun_outcome_idx"),
+            # The recovery's loop guard: was this message already recovered once?
+            models.Index(
+                fields=["message"],
+                condition=Q(trigger="recovery"),
+                name="agentrun_recovery_idx",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} run #{self.pk} ({self.get_outcome_display()})"
+
+
+class ConversationLease(models.Model):
+    """Who is answering a conversation right now: one worker per conversation.
+
+    A lease row instead of a lock held by an open transaction: the LLM call
+    takes seconds, and a row lock on the conversation would block the ingest
+    of the lead's next message for that long. A worker that dies leaves a
+    lease that simply expires (AGENT_LEASE_SECONDS, longer than the task
+    timeout).
+    """
+
+    conversation = models.OneToOneField(
+        "conversations.Conversation", on_delete=models.CASCADE, related_name="agent_lease"
+    )
+    token = models.CharField(max_length=32)
+    expires_at = models.DateTimeField()
+    acquired_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"lease {self.conversation_id} until {self.expires_at:%H:%M:%S}"

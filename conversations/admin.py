@@ -4,6 +4,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from agent import services as agent_services
 from conversations import outbox
 from conversations.models import Conversation, DeliveryAttempt, Handoff, Lead, Message
 from core.admin_utils import (
@@ -91,9 +92,25 @@ class ConversationAdmin(PhoneSearchMixin, admin.ModelAdmin):
         "closed_at",
     ]
     exclude = ["flow_data", "context"]
+    actions = ["reprocess_last_message"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         return super().get_queryset(request).select_related("lead", "chip", "agent_profile")
+
+    def has_reprocess_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("conversations.reprocess_conversation")
+
+    @admin.action(description="Reprocessar a última mensagem do lead", permissions=["reprocess"])
+    def reprocess_last_message(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> None:
+        last = [agent_services.conversation_last_inbound(conversation=c) for c in queryset]
+        report = agent_services.messages_reprocess_enqueue(messages=[m for m in last if m])
+        self.message_user(
+            request,
+            f"{report.queued} conversa(s) enviada(s) para o agente responder; "
+            f"{report.answered} já respondida(s); {last.count(None)} sem mensagem do lead.",
+        )
 
     @admin.display(description="last error")
     def error_short(self, obj: Conversation) -> str:
@@ -158,7 +175,7 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
     phone_search_fields = ("conversation__lead__phone",)
     raw_id_fields = ["conversation", "reply_to", "campaign", "webhook_event", "sent_by"]
     show_full_result_count = False
-    actions = ["retry_now", "cancel_messages"]
+    actions = ["retry_now", "cancel_messages", "reprocess_messages"]
     inlines = [DeliveryAttemptInline]
     readonly_fields = [
         "outcome",
@@ -196,6 +213,19 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("conversations.cancel_message")
+
+    def has_reprocess_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("conversations.reprocess_message")
+
+    @admin.action(description="Reprocessar (agente responde de novo)", permissions=["reprocess"])
+    def reprocess_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        report = agent_services.messages_reprocess_enqueue(messages=list(queryset))
+        self.message_user(
+            request,
+            f"{report.queued} mensagem(ns) enviada(s) para o agente responder; "
+            f"{report.answered} já respondida(s) (nenhuma resposta duplicada); "
+            f"{report.not_inbound} ignorada(s) por não serem do lead.",
+        )
 
     @admin.action(description="Reenviar agora", permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:

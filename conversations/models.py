@@ -99,6 +99,7 @@ class Conversation(models.Model):
                 name="conv_agent_inbound_idx",
             ),
         ]
+        permissions = [("reprocess_conversation", "Pode reprocessar a última mensagem do lead")]
 
     def __str__(self) -> str:
         return f"Conversa #{self.pk} {self.lead} via {self.chip.name}"
@@ -262,6 +263,7 @@ class Message(models.Model):
         permissions = [
             ("retry_message", "Pode reenviar mensagens da fila"),
             ("cancel_message", "Pode cancelar mensagens da fila"),
+            ("reprocess_message", "Pode reprocessar mensagens recebidas (resposta do agente)"),
         ]
 
     def __str__(self) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from django.db import DatabaseError
 from django.db.models import F
 from prometheus_client import Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from core import selectors
@@ -84,15 +84,35 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "Requests to external integrations (WhatsApp providers, Slack) by outcome.",
         ("integration", "operation", "outcome"),
     ),
+    "handoffs_total": (
+        "Conversations handed to a human, by reason (lead_request, agent_decision, ...).",
+        ("reason",),
+    ),
 }
+
+# Database-backed histograms (observed in workers, like the counters): name ->
+# (documentation, upper bounds in seconds). One row per bucket holds the
+# observations that fell in it (not cumulative, so an observation is one
+# UPDATE) plus one row for the sum in milliseconds; the collector adds up.
+HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "agent_response_seconds": (
+        "Seconds from the lead's last message of a turn to the agent's reply being queued.",
+        (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300),
+    ),
+}
+_SUM_KEY = json.dumps({"sum": "ms"})
 
 
 def counter_inc(name: str, labels: Mapping[str, str], amount: int = 1) -> None:
     """Add `amount` to a database counter; joins the caller's transaction if any."""
-    from core.models import MetricCounter
-
     _, label_names = COUNTERS[name]
     key = json.dumps({label: str(labels[label]) for label in label_names}, sort_keys=True)
+    _row_add(name=name, key=key, amount=amount)
+
+
+def _row_add(*, name: str, key: str, amount: int) -> None:
+    from core.models import MetricCounter
+
     updated = MetricCounter.objects.filter(name=name, labels=key).update(value=F("value") + amount)
     if not updated:
         # First event of this series; a concurrent creator wins the unique
@@ -102,6 +122,54 @@ def counter_inc(name: str, labels: Mapping[str, str], amount: int = 1) -> None:
         )
         if not created:
             MetricCounter.objects.filter(pk=counter.pk).update(value=F("value") + amount)
+
+
+def histogram_observe(name: str, seconds: float) -> None:
+    """Record one observation of a database histogram; joins the caller's transaction if any."""
+    _, bounds = HISTOGRAMS[name]
+    bucket = next((bound for bound in bounds if seconds <= bound), None)
+    key = json.dumps({"le": "+Inf" if bucket is None else _le(bucket)})
+    _row_add(name=name, key=key, amount=1)
+    _row_add(name=name, key=_SUM_KEY, amount=max(0, round(seconds * 1000)))
+
+
+def _le(bound: float) -> str:
+    return str(float(bound))
+
+
+class DatabaseHistogramCollector(Collector):
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        for name, (documentation, _) in HISTOGRAMS.items():
+            yield HistogramMetricFamily(name, documentation)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        from core.models import MetricCounter
+
+        try:
+            rows = list(
+                MetricCounter.objects.filter(name__in=HISTOGRAMS).values_list(
+                    "name", "labels", "value"
+                )
+            )
+        except DatabaseError as exc:
+            logger.warning("metrics: database unavailable: %s", exc)
+            return
+        stored: dict[str, dict[str, int]] = {name: {} for name in HISTOGRAMS}
+        for name, key, value in rows:
+            stored[name][key] = value
+        for name, (documentation, bounds) in HISTOGRAMS.items():
+            values = stored[name]
+            cumulative = 0
+            buckets = []
+            for bound in [*(_le(b) for b in bounds), "+Inf"]:
+                cumulative += values.get(json.dumps({"le": bound}), 0)
+                buckets.append((bound, cumulative))
+            yield HistogramMetricFamily(
+                name,
+                documentation,
+                buckets=buckets,
+                sum_value=values.get(_SUM_KEY, 0) / 1000,
+            )
 
 
 class DatabaseCounterCollector(Collector):
@@ -134,13 +202,17 @@ class DatabaseCounterCollector(Collector):
 
 _collector: PlatformStateCollector | None = None
 _counter_collector: DatabaseCounterCollector | None = None
+_histogram_collector: DatabaseHistogramCollector | None = None
 
 
 def register_collectors() -> None:
-    global _collector, _counter_collector
+    global _collector, _counter_collector, _histogram_collector
     if _collector is None:
         _collector = PlatformStateCollector()
         REGISTRY.register(_collector)
     if _counter_collector is None:
         _counter_collector = DatabaseCounterCollector()
         REGISTRY.register(_counter_collector)
+    if _histogram_collector is None:
+        _histogram_collector = DatabaseHistogramCollector()
+        REGISTRY.register(_histogram_collector)

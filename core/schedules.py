@@ -33,6 +33,9 @@ PERIODIC_TASKS: list[PeriodicTask] = [
     ),
     # Webhook events whose processing task the broker lost.
     PeriodicTask(name="webhook sweep", func="channels.tasks.sweep_stuck_webhook_events"),
+    # Lead messages stored but never answered (the worker died mid-answer):
+    # each one is reprocessed once, 2 to 30 minutes after it arrived.
+    PeriodicTask(name="agent stuck recovery", func="agent.tasks.recover_stuck"),
 ]
 
 

@@ -199,6 +199,41 @@ CIRCUIT_FAILURE_THRESHOLD = env.int("CIRCUIT_FAILURE_THRESHOLD", default=5)
 CIRCUIT_BACKOFF_BASE_SECONDS = env.float("CIRCUIT_BACKOFF_BASE_SECONDS", default=5 * 60.0)
 CIRCUIT_BACKOFF_MAX_SECONDS = env.float("CIRCUIT_BACKOFF_MAX_SECONDS", default=4 * 60 * 60.0)
 
+# --- Agent (agent/) ----------------------------------------------------------------------
+# Without OPENAI_API_KEY the agent runs scripted flows and fallbacks only.
+# Each model request may take this long; timeouts, 429s and 5xx are retried
+# (OPENAI_MAX_ATTEMPTS in total) with exponential backoff from
+# OPENAI_RETRY_BASE_SECONDS, capped, honouring Retry-After up to the cap.
+OPENAI_TIMEOUT_SECONDS = env.float("OPENAI_TIMEOUT_SECONDS", default=20.0)
+OPENAI_MAX_ATTEMPTS = env.int("OPENAI_MAX_ATTEMPTS", default=3)
+OPENAI_RETRY_BASE_SECONDS = env.float("OPENAI_RETRY_BASE_SECONDS", default=1.0)
+OPENAI_RETRY_MAX_SECONDS = env.float("OPENAI_RETRY_MAX_SECONDS", default=10.0)
+# Leads write in bursts ("oi" / "tudo bem?" / "queria saber o preço"): the
+# agent waits until the lead has been quiet this long and answers them all at
+# once, but never waits longer than AGENT_BURST_MAX_WAIT_SECONDS in total.
+AGENT_BURST_WINDOW_SECONDS = env.float("AGENT_BURST_WINDOW_SECONDS", default=4.0)
+AGENT_BURST_MAX_WAIT_SECONDS = env.float("AGENT_BURST_MAX_WAIT_SECONDS", default=15.0)
+# One worker answers a conversation at a time; a dead worker's claim expires
+# after this long. Must exceed Q_CLUSTER["timeout"] (a live task never loses it).
+AGENT_LEASE_SECONDS = env.int("AGENT_LEASE_SECONDS", default=150)
+# Replies are split into WhatsApp-sized messages of at most this many characters.
+AGENT_REPLY_MAX_CHARS = env.int("AGENT_REPLY_MAX_CHARS", default=700)
+AGENT_REPLY_MAX_PARTS = env.int("AGENT_REPLY_MAX_PARTS", default=4)
+# Stuck-conversation recovery: the lead's last message unanswered for longer
+# than MIN (normal processing is over) and less than MAX (older is stale).
+AGENT_RECOVERY_MIN_AGE_SECONDS = env.int("AGENT_RECOVERY_MIN_AGE_SECONDS", default=120)
+AGENT_RECOVERY_MAX_AGE_SECONDS = env.int("AGENT_RECOVERY_MAX_AGE_SECONDS", default=30 * 60)
+# Used when a conversation has no agent profile (neither its own, its campaign's nor its chip's).
+AGENT_DEFAULT_SYSTEM_PROMPT = env(
+    "AGENT_DEFAULT_SYSTEM_PROMPT",
+    default=(
+        "Você é um SDR (pré-vendedor) atencioso que conversa pelo WhatsApp. Responda sempre em "
+        "português do Brasil, com mensagens curtas e naturais, uma pergunta por vez. Qualifique "
+        "o lead, tire dúvidas simples e, quando o lead pedir uma pessoa ou o assunto fugir do "
+        "seu alcance, use a ferramenta request_handoff."
+    ),
+)
+
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()
 LOG_FORMAT = env("LOG_FORMAT", default="text")
