@@ -1,0 +1,242 @@
+"""One turn, one reply; one worker per conversation; who the agent never answers."""
+
+import threading
+import time
+
+import pytest
+from django.db import connection
+from django_q.models import OrmQ
+
+from agent import tasks
+from agent.models import AgentRun, ConversationLease
+from conversations import tasks as conversation_tasks
+from conversations.ingest import AGENT_HOOKS
+from conversations.models import Conversation, Handoff, Message
+from tests.channels.webhooks import post_webhook
+from tests.factories.agent import AgentProfileFactory
+from tests.factories.conversations import ConversationFactory, InboundMessageFactory
+from tests.support.fake_openai import Answer, completion
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def conversation(sandbox_chip):
+    sandbox_chip.agent_profile = AgentProfileFactory()
+    sandbox_chip.save()
+    return ConversationFactory(chip=sandbox_chip)
+
+
+def outbound(conversation):
+    return list(Message.objects.filter(conversation=conversation, direction="out").order_by("pk"))
+
+
+def test_ingest_hands_the_message_to_a_worker_task_not_to_the_webhook(
+    client, sandbox_chip, django_capture_on_commit_callbacks
+):
+    from agent.services import agent_enqueue
+    from channels import tasks as channel_tasks
+
+    assert agent_enqueue in AGENT_HOOKS
+    payload = {"type": "message", "id": "sbx-1", "from": "+5511988887777", "text": "oi"}
+    with django_capture_on_commit_callbacks(execute=True):
+        event_id = post_webhook(client, sandbox_chip, payload).json()["event_id"]
+    OrmQ.objects.all().delete()  # the webhook's own processing task, run by hand below
+    with django_capture_on_commit_callbacks(execute=True):
+        channel_tasks.process_webhook_event(event_id)
+
+    message = Message.objects.get(direction="in")
+    [queued] = OrmQ.objects.all()
+    assert queued.task["func"] == "agent.tasks.answer_message"
+    assert queued.task["args"] == (message.pk,)
+    assert not Message.objects.filter(direction="out").exists()  # nothing ran inline
+
+
+def test_a_burst_of_messages_gets_one_reply(fake_openai, conversation, settings):
+    settings.AGENT_BURST_WINDOW_SECONDS = 0.4
+    burst = [
+        InboundMessageFactory(conversation=conversation, body=text)
+        for text in ["oi", "tudo bem?", "queria saber o preço do buffet"]
+    ]
+    fake_openai.script(completion("Oi! Tudo ótimo. O buffet sai a partir de R$ 120 por pessoa."))
+
+    started = time.monotonic()
+    assert tasks.answer_message(burst[0].pk) == "replied"
+    assert time.monotonic() - started >= 0.3  # it waited for the lead to stop typing
+
+    [reply] = outbound(conversation)
+    assert reply.reply_to_id == burst[-1].pk
+    assert [m["content"] for m in fake_openai.requests[0].body["messages"][1:]] == [
+        "oi",
+        "tudo bem?",
+        "queria saber o preço do buffet",
+    ]
+    for message in burst:
+        message.refresh_from_db()
+        assert message.status == Message.Status.PROCESSED
+    # The tasks of the other two messages find their turn answered.
+    assert tasks.answer_message(burst[1].pk) == "already_answered"
+    assert tasks.answer_message(burst[2].pk) == "already_answered"
+    assert len(fake_openai.requests) == 1
+    assert AgentRun.objects.count() == 1
+
+
+def _in_thread(target, *args):
+    results = []
+
+    def run():
+        try:
+            results.append(target(*args))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, results
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_one_worker_per_conversation_and_a_message_arriving_meanwhile_is_not_lost(
+    fake_openai, sandbox_chip
+):
+    sandbox_chip.agent_profile = AgentProfileFactory()
+    sandbox_chip.save()
+    conversation = ConversationFactory(chip=sandbox_chip)
+    first = InboundMessageFactory(conversation=conversation, body="oi")
+    fake_openai.script(
+        Answer(hang=0.8, body=completion("Oi! Em que posso ajudar?").body),
+        completion("Temos sim, para até 300 pessoas."),
+    )
+
+    thread, results = _in_thread(tasks.answer_message, first.pk)
+    deadline = time.monotonic() + 5
+    while not fake_openai.count() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ConversationLease.objects.exists()
+    # The lead writes again while the first worker waits for the model.
+    second = InboundMessageFactory(conversation=conversation, body="vocês têm salão grande?")
+    assert tasks.answer_message(second.pk) == "busy"
+    thread.join(timeout=20)
+
+    assert results == ["replied"]
+    replies = outbound(conversation)
+    # The first worker answered its turn, then found the new message after releasing.
+    assert [(r.body, r.reply_to_id) for r in replies] == [
+        ("Oi! Em que posso ajudar?", first.pk),
+        ("Temos sim, para até 300 pessoas.", second.pk),
+    ]
+    assert not ConversationLease.objects.exists()
+
+
+def test_an_expired_lease_of_a_dead_worker_is_taken_over(fake_openai, conversation):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    ConversationLease.objects.create(
+        conversation=conversation,
+        token="dead-worker",
+        expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    inbound = InboundMessageFactory(conversation=conversation, body="oi")
+
+    assert tasks.answer_message(inbound.pk) == "replied"
+    assert not ConversationLease.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"controlled_by": "human"}, "Conversa com um humano"),
+        ({"agent_paused": True}, "Agente pausado nesta conversa"),
+        ({"status": "closed"}, "Conversa encerrada"),
+    ],
+)
+def test_no_reply_when_human_controlled_paused_or_closed(conversation, change, reason):
+    Conversation.objects.filter(pk=conversation.pk).update(**change)
+    inbound = InboundMessageFactory(conversation=conversation, body="oi")
+
+    from agent.services import message_reply
+
+    result = message_reply(message_id=inbound.pk)
+    assert (result.status, result.detail) == ("skipped", reason)
+    assert outbound(conversation) == []
+    assert not AgentRun.objects.exists()
+
+
+@pytest.mark.parametrize("text", ["sair", "Parar!", "STOP", "quero descadastrar"])
+def test_opt_out_marks_the_lead_and_confirms_once(conversation, text):
+    inbound = InboundMessageFactory(conversation=conversation, body=text)
+
+    assert tasks.answer_message(inbound.pk) == "opted_out"
+
+    lead = conversation.lead
+    lead.refresh_from_db()
+    assert lead.opted_out
+    assert lead.opted_out_at is not None
+    [confirmation] = outbound(conversation)
+    assert confirmation.body == conversation.chip.agent_profile.opt_out_confirmation
+    again = InboundMessageFactory(conversation=conversation, body="parar")
+    assert tasks.answer_message(again.pk) == "skipped"
+    assert len(outbound(conversation)) == 1
+
+
+def test_a_sentence_with_an_opt_out_word_inside_is_not_an_opt_out(fake_openai, conversation):
+    inbound = InboundMessageFactory(
+        conversation=conversation, body="não consigo parar de pensar na festa, me ajuda a planejar?"
+    )
+    assert tasks.answer_message(inbound.pk) == "replied"
+    conversation.lead.refresh_from_db()
+    assert not conversation.lead.opted_out
+
+
+def test_opted_out_lead_is_kept_away_from_campaigns(conversation):
+    from conversations.outbox import outbox_enqueue
+
+    InboundMessageFactory(conversation=conversation, body="sair")
+    tasks.answer_message(Message.objects.get(direction="in").pk)
+    campaign_message = outbox_enqueue(
+        conversation=conversation, body="Promoção de dezembro!", purpose="campaign"
+    )
+
+    conversation_tasks.outbox_send_now()
+
+    campaign_message.refresh_from_db()
+    assert campaign_message.status == Message.Status.CANCELLED
+    confirmation = Message.objects.get(direction="out", purpose="reply")
+    assert confirmation.status == Message.Status.SENT
+
+
+def test_handoff_keyword_opens_a_handoff_and_the_notice_still_leaves(conversation):
+    inbound = InboundMessageFactory(conversation=conversation, body="quero falar com um atendente")
+
+    assert tasks.answer_message(inbound.pk) == "handoff"
+
+    conversation.refresh_from_db()
+    assert conversation.controlled_by == Conversation.ControlledBy.HUMAN
+    handoff = Handoff.objects.get()
+    assert handoff.reason == Handoff.Reason.LEAD_REQUEST
+    [notice] = outbound(conversation)
+    assert notice.body == conversation.chip.agent_profile.handoff_reply
+    conversation_tasks.outbox_send_now()
+    notice.refresh_from_db()
+    assert notice.status == Message.Status.SENT  # the sender does not cancel a system notice
+    assert AgentRun.objects.get().kind == "keyword"
+
+
+def test_profile_comes_from_the_conversation_then_the_campaign_then_the_chip(conversation):
+    from agent.services import profile_for
+    from tests.factories.campaigns import CampaignFactory
+    from tests.factories.conversations import OutboundMessageFactory
+
+    chip_profile = conversation.chip.agent_profile
+    assert profile_for(conversation=conversation) == chip_profile
+    campaign = CampaignFactory(agent_profile=AgentProfileFactory())
+    OutboundMessageFactory(conversation=conversation, purpose="campaign", campaign=campaign)
+    assert profile_for(conversation=conversation) == campaign.agent_profile
+    conversation.agent_profile = AgentProfileFactory()
+    conversation.save()
+    assert profile_for(conversation=conversation) == conversation.agent_profile
+    conversation.agent_profile.is_active = False
+    conversation.agent_profile.save()
+    assert profile_for(conversation=conversation) == campaign.agent_profile
