@@ -362,14 +362,6 @@ def outbox_record_result(
             error=result.error,
             provider_message_id=result.provider_message_id[:255],
         )
-        counter_inc(
-            "integration_requests_total",
-            {
-                "integration": chip.provider,
-                "operation": "send_text",
-                "outcome": "ok" if result.ok else str(kind),
-            },
-        )
         message = (
             Message.objects.select_for_update(of=("self",))
             .select_related("conversation")
@@ -421,6 +413,15 @@ def outbox_record_result(
                 _record_failure(message, result=result, error=error, now=now)
         chip.next_send_at = next_send_at
         chip.save(update_fields=sorted(set(chip_fields)))
+        # Last, so the shared counter row stays locked only until the commit.
+        counter_inc(
+            "integration_requests_total",
+            {
+                "integration": chip.provider,
+                "operation": "send_text",
+                "outcome": "ok" if result.ok else str(kind),
+            },
+        )
 
 
 def _describe(result: SendResult) -> str:
