@@ -1,0 +1,160 @@
+"""The stuck-bot plan: the lead's answer was saved, processing died, the bot never advanced.
+
+Daniella answered "1" at `convidados`; the webhook stored her message and
+then the worker was killed before the agent ran (here: the agent's task is
+taken off the queue and never run). The recovery task must advance the flow
+once, and never again for the same message.
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_q.models import OrmQ, Schedule
+
+from agent import tasks
+from agent.models import AgentRun
+from channels import tasks as channel_tasks
+from conversations.models import Conversation, Message
+from core.schedules import ensure_schedules
+from tests.channels.webhooks import post_webhook
+from tests.factories.conversations import ConversationFactory, OutboundMessageFactory
+
+pytestmark = pytest.mark.django_db
+
+ASKED_GUESTS = "Quantos convidados, mais ou menos?"
+
+
+@pytest.fixture
+def stuck(client, sandbox_chip, flow_profile, django_capture_on_commit_callbacks):
+    """A conversation left exactly the way the plan describes, `minutes` ago."""
+
+    def make(*, minutes: float = 5, text: str = "1", **conversation_fields):
+        sandbox_chip.agent_profile = flow_profile
+        sandbox_chip.save()
+        conversation = ConversationFactory(
+            chip=sandbox_chip,
+            lead__phone="+5511987650001",
+            lead__name="Daniella Harumi",
+            flow_step="convidados",
+            flow_data={"nome": "Daniella Harumi", "tipo": "Casamento", "mes": 3, "dia": 15},
+            **conversation_fields,
+        )
+        OutboundMessageFactory(conversation=conversation, body=ASKED_GUESTS, status="sent")
+        payload = {"type": "message", "id": f"sbx-{minutes}", "from": "+5511987650001"}
+        with django_capture_on_commit_callbacks(execute=True):
+            event_id = post_webhook(client, sandbox_chip, {**payload, "text": text}).json()[
+                "event_id"
+            ]
+        with django_capture_on_commit_callbacks(execute=True):
+            channel_tasks.process_webhook_event(event_id)
+        # The worker died: the agent's task never ran.
+        queued = [q.task["func"] for q in OrmQ.objects.all()]
+        assert "agent.tasks.answer_message" in queued
+        OrmQ.objects.all().delete()
+        at = timezone.now() - timedelta(minutes=minutes)
+        message = Message.objects.get(conversation=conversation, direction="in")
+        Message.objects.filter(pk=message.pk).update(created_at=at)
+        Message.objects.filter(conversation=conversation, direction="out").update(
+            created_at=at - timedelta(minutes=1)
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(last_inbound_at=at)
+        conversation.refresh_from_db()
+        assert message.status == Message.Status.RECEIVED
+        return conversation, message
+
+    return make
+
+
+def bot_messages(conversation):
+    return list(
+        Message.objects.filter(conversation=conversation, direction="out")
+        .order_by("created_at")
+        .values_list("body", flat=True)
+    )
+
+
+def test_recovery_advances_the_stuck_flow_once(stuck):
+    conversation, message = stuck(minutes=5)
+
+    assert tasks.recover_stuck() == {"handoff": 1}
+
+    conversation.refresh_from_db()
+    assert conversation.flow_data["convidados"] == 1
+    assert conversation.flow_step == "__done__"
+    assert bot_messages(conversation) == [
+        ASKED_GUESTS,
+        "Perfeito! Vou passar para a nossa especialista. 😉",
+    ]
+    run = AgentRun.objects.get()
+    assert (run.trigger, run.message_id, run.kind) == ("recovery", message.pk, "flow")
+    message.refresh_from_db()
+    assert message.status == Message.Status.PROCESSED
+
+    # Nothing left to recover: the next runs do nothing.
+    assert tasks.recover_stuck() == {}
+    assert tasks.recover_stuck() == {}
+    assert AgentRun.objects.count() == 1
+
+
+def test_an_invalid_stuck_answer_gets_the_error_and_the_question_again(stuck):
+    conversation, _ = stuck(minutes=3, text="não sei ainda")
+
+    tasks.recover_stuck()
+
+    conversation.refresh_from_db()
+    assert conversation.flow_step == "convidados"
+    assert bot_messages(conversation)[-1] == (
+        f"Não entendi o número. Pode mandar só o número, por favor?\n\n{ASKED_GUESTS}"
+    )
+
+
+def test_a_message_is_recovered_at_most_once_even_if_the_recovery_died(stuck):
+    conversation, message = stuck(minutes=6)
+    # A recovery that was killed in turn left its run behind and sent nothing.
+    AgentRun.objects.create(
+        conversation=conversation, message=message, kind="flow", trigger="recovery"
+    )
+
+    assert tasks.recover_stuck() == {}
+    assert bot_messages(conversation) == [ASKED_GUESTS]
+
+
+@pytest.mark.parametrize(
+    ("minutes", "fields"),
+    [
+        (1, {}),  # normal processing may still be running
+        (45, {}),  # too old: the lead has moved on
+        (5, {"controlled_by": "human"}),
+        (5, {"agent_paused": True}),
+    ],
+)
+def test_recovery_leaves_alone_what_is_not_stuck(stuck, minutes, fields):
+    conversation, _ = stuck(minutes=minutes, **fields)
+
+    assert tasks.recover_stuck() == {}
+    assert bot_messages(conversation) == [ASKED_GUESTS]
+
+
+def test_recover_stuck_command_dry_run_then_for_real(stuck, capsys):
+    conversation, message = stuck(minutes=4)
+
+    call_command("recover_stuck", "--dry-run")
+    out = capsys.readouterr().out
+    assert f"conversation {conversation.pk} (+5511987650001) message {message.pk}" in out
+    assert "step=convidados: stuck" in out
+    assert "1 stuck conversation(s)" in out
+    assert bot_messages(conversation) == [ASKED_GUESTS]
+
+    call_command("recover_stuck")
+    assert "1 stuck conversation(s): {'handoff': 1}" in capsys.readouterr().out
+    call_command("recover_stuck")
+    assert "0 stuck conversation(s)" in capsys.readouterr().out
+    assert len(bot_messages(conversation)) == 2
+
+
+def test_recovery_runs_every_minute():
+    ensure_schedules()
+    schedule = Schedule.objects.get(func="agent.tasks.recover_stuck")
+    assert (schedule.schedule_type, schedule.minutes, schedule.repeats) == ("I", 1, -1)
