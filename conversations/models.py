@@ -244,6 +244,12 @@ class Message(models.Model):
                 condition=Q(status="queued"),
                 name="outbox_due_idx",
             ),
+            # The per-chip claim: does this chip have due messages, and which first.
+            models.Index(
+                fields=["chip", "-priority", "next_attempt_at"],
+                condition=Q(status="queued"),
+                name="outbox_chip_due_idx",
+            ),
             # Messages left in `sending` by a dead worker, found by lease expiry.
             models.Index(
                 fields=["lease_expires_at"],

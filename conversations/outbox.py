@@ -39,7 +39,7 @@ from campaigns.models import Campaign, CampaignRecipient
 from channels import circuit, pacing, quarantine
 from channels.http import provider_client
 from channels.models import Chip
-from channels.providers.base import ErrorKind, SendResult, get_adapter
+from channels.providers.base import ErrorKind, OutboundMedia, SendResult, get_adapter
 from conversations.models import Conversation, DeliveryAttempt, LeadIdentity, Message
 from core.alerts import alert_raise
 from core.metrics import counter_inc
@@ -311,7 +311,16 @@ def outbox_send_claimed(*, claim: Claim, client: httpx.Client) -> SendResult:
     else:
         try:
             adapter = get_adapter(chip.provider)
-            result = adapter.send_text(chip, to=to, text=message.body, client=client)
+            if message.kind != Message.Kind.TEXT and message.media_url:
+                media = OutboundMedia(
+                    kind=message.kind,
+                    url=message.media_url,
+                    caption=message.body,
+                    mime_type=message.media_mime_type,
+                )
+                result = adapter.send_media(chip, to=to, media=media, client=client)
+            else:
+                result = adapter.send_text(chip, to=to, text=message.body, client=client)
         except Exception as exc:
             # An adapter bug must not leave the message `sending` until its lease ends.
             logger.exception(

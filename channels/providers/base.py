@@ -127,6 +127,17 @@ class SendResult:
         )
 
 
+@dataclass(frozen=True)
+class OutboundMedia:
+    """Media the agent sends, by public URL (the provider downloads it)."""
+
+    kind: str  # conversations.Message.Kind value: image, audio, video, document, sticker
+    url: str
+    caption: str = ""
+    mime_type: str = ""
+    filename: str = ""
+
+
 # --- The adapter interface -----------------------------------------------------------------
 
 
@@ -165,6 +176,14 @@ class ProviderAdapter(ABC):
     def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
         """Send a text message to `to` (an address the provider accepts)."""
         raise NotImplementedError(f"{self.name}: sending is not implemented")
+
+    def send_media(
+        self, chip: Chip, *, to: str, media: OutboundMedia, client: httpx.Client
+    ) -> SendResult:
+        """Send an image, audio, video or document by URL; permanent failure if unsupported."""
+        return SendResult.failed(
+            ErrorKind.PERMANENT, f"{self.name}: envio de {media.kind} não suportado"
+        )
 
 
 _REGISTRY: dict[str, ProviderAdapter] = {}

@@ -34,6 +34,7 @@ from channels.providers.base import (
     Ignored,
     InboundEvent,
     InboundMessage,
+    OutboundMedia,
     PayloadError,
     ProviderAdapter,
     SendResult,
@@ -89,6 +90,11 @@ class EvolutionAdapter(ProviderAdapter):
 
     def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
         return _evolution_send_text(chip, to=to, text=text, client=client)
+
+    def send_media(
+        self, chip: Chip, *, to: str, media: OutboundMedia, client: httpx.Client
+    ) -> SendResult:
+        return _evolution_send_media(chip, to=to, media=media, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         if chip.instance_id:
@@ -331,16 +337,42 @@ _EVENT_HANDLERS = {
 
 # --- Sending -------------------------------------------------------------------------------
 # POST {server}/message/sendText/{instance} with the `apikey` header (v2 body:
-# `number`, `text`). The answer carries the message `key.id`.
+# `number`, `text`); media through /message/sendMedia (image, video, document)
+# and /message/sendWhatsAppAudio (voice note). The answer carries `key.id`.
 
 
 def _evolution_send_text(chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+    return _evolution_post(chip, "sendText", {"number": to, "text": text}, client=client)
+
+
+def _evolution_send_media(
+    chip: Chip, *, to: str, media: OutboundMedia, client: httpx.Client
+) -> SendResult:
+    if media.kind == "audio":
+        return _evolution_post(
+            chip, "sendWhatsAppAudio", {"number": to, "audio": media.url}, client=client
+        )
+    if media.kind not in {"image", "video", "document"}:
+        return SendResult.failed(ErrorKind.PERMANENT, f"tipo de mídia não suportado: {media.kind}")
+    body = {"number": to, "mediatype": media.kind, "media": media.url}
+    if media.caption:
+        body["caption"] = media.caption
+    if media.mime_type:
+        body["mimetype"] = media.mime_type
+    if media.filename:
+        body["fileName"] = media.filename
+    return _evolution_post(chip, "sendMedia", body, client=client)
+
+
+def _evolution_post(
+    chip: Chip, endpoint: str, body: dict[str, Any], *, client: httpx.Client
+) -> SendResult:
     if not chip.api_base_url:
         return SendResult.failed(ErrorKind.PERMANENT, "chip sem URL do servidor Evolution")
     outcome = provider_http.post_json(
         client,
-        f"{chip.api_base_url.rstrip('/')}/message/sendText/{chip.instance_id}",
-        json={"number": to, "text": text},
+        f"{chip.api_base_url.rstrip('/')}/message/{endpoint}/{chip.instance_id}",
+        json=body,
         headers={"apikey": chip.api_token},
     )
     if isinstance(outcome, SendResult):

@@ -28,6 +28,7 @@ from channels.providers.base import (
     Ignored,
     InboundEvent,
     InboundMessage,
+    OutboundMedia,
     PayloadError,
     ProviderAdapter,
     SendResult,
@@ -59,6 +60,11 @@ class MetaAdapter(ProviderAdapter):
 
     def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
         return _meta_send_text(chip, to=to, text=text, client=client)
+
+    def send_media(
+        self, chip: Chip, *, to: str, media: OutboundMedia, client: httpx.Client
+    ) -> SendResult:
+        return _meta_send_media(chip, to=to, media=media, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         # Meta always signs; a chip without its app secret cannot be verified.
@@ -313,20 +319,35 @@ _META_ERROR_KINDS: dict[int, ErrorKind] = {
     131016: ErrorKind.TRANSIENT,
     133004: ErrorKind.TRANSIENT,
 }
+_META_MEDIA_TYPES = {"image", "audio", "video", "document", "sticker"}
 
 
 def _meta_send_text(chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+    return _meta_post(
+        chip, {"type": "text", "text": {"preview_url": False, "body": text}}, to=to, client=client
+    )
+
+
+def _meta_send_media(
+    chip: Chip, *, to: str, media: OutboundMedia, client: httpx.Client
+) -> SendResult:
+    if media.kind not in _META_MEDIA_TYPES:
+        return SendResult.failed(ErrorKind.PERMANENT, f"tipo de mídia não suportado: {media.kind}")
+    content: dict[str, str] = {"link": media.url}
+    # Meta rejects a caption on audio and stickers, and names documents.
+    if media.caption and media.kind in {"image", "video", "document"}:
+        content["caption"] = media.caption
+    if media.kind == "document" and media.filename:
+        content["filename"] = media.filename
+    return _meta_post(chip, {"type": media.kind, media.kind: content}, to=to, client=client)
+
+
+def _meta_post(chip: Chip, message: dict[str, Any], *, to: str, client: httpx.Client) -> SendResult:
     root = (chip.api_base_url or GRAPH_API_ROOT).rstrip("/")
     outcome = provider_http.post_json(
         client,
         f"{root}/{chip.instance_id}/messages",
-        json={
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": to,
-            "type": "text",
-            "text": {"preview_url": False, "body": text},
-        },
+        json={"messaging_product": "whatsapp", "recipient_type": "individual", "to": to, **message},
         headers={"Authorization": f"Bearer {chip.api_token}"},
     )
     if isinstance(outcome, SendResult):

@@ -33,6 +33,7 @@ from channels.providers.base import (
     Ignored,
     InboundEvent,
     InboundMessage,
+    OutboundMedia,
     PayloadError,
     ProviderAdapter,
     SendResult,
@@ -56,6 +57,11 @@ class SandboxAdapter(ProviderAdapter):
 
     def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
         return _sandbox_send_text(chip, to=to, text=text, client=client)
+
+    def send_media(
+        self, chip: Chip, *, to: str, media: OutboundMedia, client: httpx.Client
+    ) -> SendResult:
+        return _sandbox_send_media(chip, to=to, media=media, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         if not chip.webhook_token:
@@ -127,12 +133,21 @@ class SandboxAdapter(ProviderAdapter):
 
 
 def _sandbox_send_text(chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+    return _sandbox_post(chip, {"to": to, "text": text}, client=client)
+
+
+def _sandbox_send_media(
+    chip: Chip, *, to: str, media: OutboundMedia, client: httpx.Client
+) -> SendResult:
+    body = {"to": to, "kind": media.kind, "url": media.url, "caption": media.caption}
+    return _sandbox_post(chip, body, client=client)
+
+
+def _sandbox_post(chip: Chip, body: dict[str, Any], *, client: httpx.Client) -> SendResult:
     if not chip.api_base_url:
         return SendResult.sent(f"sbx-out-{uuid.uuid4().hex}", http_status=None)
     outcome = provider_http.post_json(
-        client,
-        f"{chip.api_base_url.rstrip('/')}/messages",
-        json={"to": to, "text": text, "chip": chip.pk},
+        client, f"{chip.api_base_url.rstrip('/')}/messages", json={**body, "chip": chip.pk}
     )
     if isinstance(outcome, SendResult):
         return outcome

@@ -30,6 +30,7 @@ from channels.providers.base import (
     Ignored,
     InboundEvent,
     InboundMessage,
+    OutboundMedia,
     PayloadError,
     ProviderAdapter,
     SendResult,
@@ -60,6 +61,11 @@ class ZapiAdapter(ProviderAdapter):
 
     def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
         return _zapi_send_text(chip, to=to, text=text, client=client)
+
+    def send_media(
+        self, chip: Chip, *, to: str, media: OutboundMedia, client: httpx.Client
+    ) -> SendResult:
+        return _zapi_send_media(chip, to=to, media=media, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         if chip.instance_id:
@@ -216,17 +222,44 @@ _HANDLERS = {
 # --- Sending -------------------------------------------------------------------------------
 # POST https://api.z-api.io/instances/{id}/token/{token}/send-text with the
 # account's `Client-Token` header; body `phone`, `message`; the answer has
-# `zaapId` and `messageId` (developer.z-api.io). chip.api_base_url overrides the host.
+# `zaapId` and `messageId` (developer.z-api.io). Media: send-image, send-audio,
+# send-video, send-document/{extension}. chip.api_base_url overrides the host.
 ZAPI_ROOT = "https://api.z-api.io"
 
 
 def _zapi_send_text(chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
+    return _zapi_post(chip, "send-text", {"phone": to, "message": text}, client=client)
+
+
+def _zapi_send_media(
+    chip: Chip, *, to: str, media: OutboundMedia, client: httpx.Client
+) -> SendResult:
+    if media.kind in {"image", "video"}:
+        body = {"phone": to, media.kind: media.url}
+        if media.caption:
+            body["caption"] = media.caption
+        return _zapi_post(chip, f"send-{media.kind}", body, client=client)
+    if media.kind == "audio":
+        return _zapi_post(chip, "send-audio", {"phone": to, "audio": media.url}, client=client)
+    if media.kind == "document":
+        name = media.filename or media.url.rsplit("/", 1)[-1]
+        extension = name.rsplit(".", 1)[-1].lower() if "." in name else "pdf"
+        body = {"phone": to, "document": media.url}
+        if media.filename:
+            body["fileName"] = media.filename
+        return _zapi_post(chip, f"send-document/{extension}", body, client=client)
+    return SendResult.failed(ErrorKind.PERMANENT, f"tipo de mídia não suportado: {media.kind}")
+
+
+def _zapi_post(
+    chip: Chip, endpoint: str, body: dict[str, Any], *, client: httpx.Client
+) -> SendResult:
     root = (chip.api_base_url or ZAPI_ROOT).rstrip("/")
     headers = {"Client-Token": chip.client_token} if chip.client_token else {}
     outcome = provider_http.post_json(
         client,
-        f"{root}/instances/{chip.instance_id}/token/{chip.api_token}/send-text",
-        json={"phone": to, "message": text},
+        f"{root}/instances/{chip.instance_id}/token/{chip.api_token}/{endpoint}",
+        json=body,
         headers=headers,
     )
     if isinstance(outcome, SendResult):

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from channels.http import provider_client
-from channels.providers.base import ErrorKind, get_adapter
+from channels.providers.base import ErrorKind, OutboundMedia, get_adapter
 from tests.factories.channels import ChipFactory
 
 pytestmark = pytest.mark.django_db
@@ -355,3 +355,93 @@ def test_sandbox_with_a_simulator_url_posts_and_reads_the_error_kind():
     result, (request,) = send(chip, answer(403, {"kind": "restricted", "error": "bloqueado"}))
     assert request.url.path == "/messages"
     assert result.error_kind == ErrorKind.RESTRICTED
+
+
+# --- Media -------------------------------------------------------------------------------
+
+
+def send_media(chip, handler, media):
+    seen = []
+
+    def record(request):
+        seen.append(request)
+        return handler(request)
+
+    with provider_client(transport=httpx.MockTransport(record)) as client:
+        result = get_adapter(chip.provider).send_media(
+            chip, to="5511999990000", media=media, client=client
+        )
+    return result, seen
+
+
+def test_meta_sends_an_image_by_link_with_its_caption(meta_chip):
+    media = OutboundMedia(kind="image", url="https://cdn.example.com/a.jpg", caption="Catálogo")
+    result, (request,) = send_media(
+        meta_chip, answer(200, {"messages": [{"id": "wamid.9"}]}), media
+    )
+    assert result.ok
+    body = json.loads(request.content)
+    assert body["type"] == "image"
+    assert body["image"] == {"link": "https://cdn.example.com/a.jpg", "caption": "Catálogo"}
+
+
+def test_meta_sends_a_named_document_and_a_captionless_audio(meta_chip):
+    ok = answer(200, {"messages": [{"id": "wamid.9"}]})
+    document = OutboundMedia(
+        kind="document", url="https://cdn.example.com/p.pdf", caption="Proposta", filename="p.pdf"
+    )
+    _, (request,) = send_media(meta_chip, ok, document)
+    assert json.loads(request.content)["document"] == {
+        "link": "https://cdn.example.com/p.pdf",
+        "caption": "Proposta",
+        "filename": "p.pdf",
+    }
+    audio = OutboundMedia(kind="audio", url="https://cdn.example.com/v.ogg", caption="ignored")
+    _, (request,) = send_media(meta_chip, ok, audio)
+    assert json.loads(request.content)["audio"] == {"link": "https://cdn.example.com/v.ogg"}
+
+
+def test_evolution_sends_media_and_voice_notes(evolution_chip):
+    ok = answer(201, {"key": {"id": "BAE5"}})
+    image = OutboundMedia(
+        kind="image", url="https://cdn.example.com/a.jpg", caption="Oi", mime_type="image/jpeg"
+    )
+    result, (request,) = send_media(evolution_chip, ok, image)
+    assert result.ok
+    assert request.url.path == "/message/sendMedia/vendas-01"
+    assert json.loads(request.content) == {
+        "number": "5511999990000",
+        "mediatype": "image",
+        "media": "https://cdn.example.com/a.jpg",
+        "caption": "Oi",
+        "mimetype": "image/jpeg",
+    }
+    audio = OutboundMedia(kind="audio", url="https://cdn.example.com/v.ogg")
+    _, (request,) = send_media(evolution_chip, ok, audio)
+    assert request.url.path == "/message/sendWhatsAppAudio/vendas-01"
+    assert json.loads(request.content) == {
+        "number": "5511999990000",
+        "audio": "https://cdn.example.com/v.ogg",
+    }
+
+
+def test_zapi_sends_images_and_documents_to_their_endpoints(zapi_chip):
+    ok = answer(200, {"zaapId": "Z1", "messageId": "M1", "id": "M1"})
+    image = OutboundMedia(kind="image", url="https://cdn.example.com/a.jpg", caption="Oi")
+    _, (request,) = send_media(zapi_chip, ok, image)
+    assert request.url.path.endswith("/send-image")
+    assert json.loads(request.content) == {
+        "phone": "5511999990000",
+        "image": "https://cdn.example.com/a.jpg",
+        "caption": "Oi",
+    }
+    document = OutboundMedia(kind="document", url="https://cdn.example.com/p.pdf")
+    _, (request,) = send_media(zapi_chip, ok, document)
+    assert request.url.path.endswith("/send-document/pdf")
+
+
+def test_wapi_media_is_not_supported_and_fails_permanently_without_a_request(wapi_chip):
+    media = OutboundMedia(kind="image", url="https://cdn.example.com/a.jpg")
+    result, seen = send_media(wapi_chip, answer(200, {}), media)
+    assert result.error_kind == ErrorKind.PERMANENT
+    assert seen == []

@@ -511,3 +511,21 @@ def test_metrics_endpoint_exports_the_outbox_counters(fake_provider, provider_ch
         in text
     )
     assert "outbox_pending_messages 1.0" in text
+
+
+def test_a_media_message_leaves_through_the_providers_media_endpoint(fake_provider, provider_chip):
+    (message,) = queue(
+        provider_chip(),
+        kind=Message.Kind.IMAGE,
+        media_url="https://cdn.example.com/catalogo.jpg",
+        body="Nosso catálogo",
+    )
+
+    outbox.outbox_drain()
+
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    (request,) = fake_provider.seen()
+    assert request.path.startswith("/message/sendMedia/")
+    assert request.body["media"] == "https://cdn.example.com/catalogo.jpg"
+    assert request.body["caption"] == "Nosso catálogo"
