@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 import httpx
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignRecipient
@@ -150,9 +150,17 @@ def _due(now: datetime) -> Q:
 
 
 def _lock_ready_chip(*, now: datetime, skip: set[int]) -> Chip | None:
-    due_messages = Message.objects.filter(_due(now), chip=OuterRef("pk"))
+    # The chip whose most urgent due message matters most: a reply to a lead
+    # who just wrote is not kept waiting behind other chips' campaigns.
+    top_priority = (
+        Message.objects.filter(_due(now), chip=OuterRef("pk"))
+        .order_by("-priority")
+        .values("priority")[:1]
+    )
     return (
         Chip.objects.select_for_update(skip_locked=True, no_key=True)
+        .annotate(top_priority=Subquery(top_priority))
+        .filter(top_priority__isnull=False)
         .filter(Q(next_send_at__isnull=True) | Q(next_send_at__lte=now))
         .filter(
             Q(circuit_state=Chip.CircuitState.CLOSED)
@@ -161,8 +169,7 @@ def _lock_ready_chip(*, now: datetime, skip: set[int]) -> Chip | None:
         )
         .exclude(status__in=NOT_SENDING_STATUSES)
         .exclude(pk__in=skip)
-        .filter(Exists(due_messages))
-        .order_by(F("next_send_at").asc(nulls_first=True), "pk")
+        .order_by("-top_priority", F("next_send_at").asc(nulls_first=True), "pk")
         .first()
     )
 

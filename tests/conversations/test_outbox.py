@@ -529,3 +529,15 @@ def test_a_media_message_leaves_through_the_providers_media_endpoint(fake_provid
     assert request.path.startswith("/message/sendMedia/")
     assert request.body["media"] == "https://cdn.example.com/catalogo.jpg"
     assert request.body["caption"] == "Nosso catálogo"
+
+
+def test_a_reply_on_one_chip_goes_before_campaigns_waiting_on_others(fake_provider, provider_chip):
+    busy = provider_chip()
+    queue(busy, 3, purpose=Message.Purpose.CAMPAIGN, priority=0)
+    quiet = provider_chip()
+    Chip.objects.filter(pk=quiet.pk).update(next_send_at=timezone.now() - timedelta(seconds=5))
+    (reply,) = queue(quiet, purpose=Message.Purpose.REPLY, priority=100)
+
+    claim = outbox.outbox_claim_next()
+
+    assert claim.message_id == reply.pk
