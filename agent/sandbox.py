@@ -1,0 +1,143 @@
+"""The sandbox chat: managers write as a lead to a sandbox chip and watch the agent answer.
+
+The page posts what the "lead" types through the same intake a provider's
+webhook uses (`webhook_receive` with a sandbox payload), so the message takes
+the real path: stored event, worker, ingest, agent task, outbox. The page then
+polls a small JSON endpoint for the conversation's messages. Only sandbox
+chips can be picked, so nothing reaches a real phone.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from agent.models import AgentProfile
+from channels.models import Chip, Provider
+from channels.services import webhook_receive
+from conversations.ingest import conversation_get_or_open, lead_resolve
+from conversations.models import Conversation, Message
+from core.phones import to_e164
+
+
+class SandboxError(ValueError):
+    """What the page shows when it cannot send (pt-BR)."""
+
+
+@dataclass(frozen=True)
+class SandboxSent:
+    event_id: int
+    conversation_id: int
+
+
+def sandbox_chips() -> list[Chip]:
+    return list(Chip.objects.filter(provider=Provider.SANDBOX).select_related("agent_profile"))
+
+
+def _sandbox_chip(chip_id: int | str) -> Chip:
+    chip = Chip.objects.filter(pk=chip_id, provider=Provider.SANDBOX).first()
+    if chip is None:
+        raise SandboxError("Escolha um chip sandbox.")
+    return chip
+
+
+def _phone(raw: str) -> str:
+    try:
+        return to_e164(raw)
+    except ValueError as exc:
+        raise SandboxError("Telefone inválido. Use, por exemplo, +55 11 99999-0000.") from exc
+
+
+def sandbox_lead_writes(
+    *,
+    chip_id: int | str,
+    phone: str,
+    text: str,
+    name: str = "",
+    profile_id: int | str | None = None,
+) -> SandboxSent:
+    """Deliver `text` as if the lead wrote it on WhatsApp to the sandbox chip."""
+    chip = _sandbox_chip(chip_id)
+    phone = _phone(phone)
+    text = text.strip()
+    if not text:
+        raise SandboxError("Escreva uma mensagem.")
+    with transaction.atomic():
+        # Open the conversation first so a chosen profile applies to this very message.
+        lead = lead_resolve(provider=chip.provider, phone=phone, addresses=[phone], name=name)
+        conversation = conversation_get_or_open(lead=lead, chip=chip)
+        if profile_id:
+            profile = AgentProfile.objects.filter(pk=profile_id).first()
+            if profile is None:
+                raise SandboxError("Perfil não encontrado.")
+            if conversation.agent_profile_id != profile.pk:
+                conversation.agent_profile = profile
+                conversation.save(update_fields=["agent_profile", "updated_at"])
+        body = json.dumps(
+            {
+                "type": "message",
+                "id": f"sbx-chat-{uuid.uuid4().hex}",
+                "from": phone,
+                "name": name,
+                "text": text,
+                "from_me": False,
+                "timestamp": int(timezone.now().timestamp()),
+            }
+        ).encode()
+        headers = {"X-Sandbox-Token": chip.webhook_token} if chip.webhook_token else {}
+        intake = webhook_receive(
+            provider=chip.provider, chip_key=chip.webhook_key, headers=headers, body=body
+        )
+    return SandboxSent(event_id=intake.event.pk, conversation_id=conversation.pk)
+
+
+def sandbox_conversation_reset(*, chip_id: int | str, phone: str) -> int:
+    """Close the lead's open conversation, so the next message starts over (flow included)."""
+    chip = _sandbox_chip(chip_id)
+    return Conversation.objects.filter(
+        chip=chip, lead__phone=_phone(phone), status=Conversation.Status.OPEN
+    ).update(status=Conversation.Status.CLOSED, closed_at=timezone.now(), updated_at=timezone.now())
+
+
+def sandbox_transcript(*, chip_id: int | str, phone: str) -> dict[str, Any]:
+    """The lead's open conversation on the chip as the page shows it."""
+    chip = _sandbox_chip(chip_id)
+    conversation = (
+        Conversation.objects.filter(chip=chip, lead__phone=_phone(phone))
+        .select_related("agent_profile", "chip__agent_profile")
+        .order_by("-created_at")
+        .first()
+    )
+    if conversation is None:
+        return {"conversation": None, "messages": []}
+    messages = Message.objects.filter(conversation=conversation).order_by("created_at", "pk")
+    profile = conversation.agent_profile or conversation.chip.agent_profile
+    return {
+        "conversation": {
+            "id": conversation.pk,
+            "status": conversation.get_status_display(),
+            "open": conversation.status == Conversation.Status.OPEN,
+            "controlled_by": conversation.get_controlled_by_display(),
+            "agent_paused": conversation.agent_paused,
+            "profile": str(profile) if profile else "",
+            "flow_step": conversation.flow_step,
+            "flow_data": conversation.flow_data,
+            "last_error": conversation.last_error,
+        },
+        "messages": [
+            {
+                "id": message.pk,
+                "from_lead": message.direction == Message.Direction.INBOUND,
+                "body": message.body,
+                "purpose": message.get_purpose_display(),
+                "status": message.get_status_display(),
+                "at": timezone.localtime(message.created_at).strftime("%H:%M:%S"),
+            }
+            for message in messages[:500]
+        ],
+    }
