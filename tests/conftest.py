@@ -1,6 +1,25 @@
 import pytest
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every transactional test restores the database it found.
+
+    A transactional test ends with a flush; without serialized rollback the
+    flush re-creates content types with new ids and deletes the role groups
+    the data migrations made, which breaks every later test that relies on
+    either (and the deserialization of the next serialized-rollback test).
+    """
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if (
+            marker
+            and marker.kwargs.get("transaction")
+            and "serialized_rollback" not in marker.kwargs
+        ):
+            kwargs = {**marker.kwargs, "serialized_rollback": True}
+            item.add_marker(pytest.mark.django_db(*marker.args, **kwargs), append=False)
+
+
 @pytest.fixture
 def superuser(db, django_user_model):
     return django_user_model.objects.create_superuser(
