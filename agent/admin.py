@@ -44,13 +44,14 @@ class AgentRunAdmin(ReadOnlyAdmin):
         "conversation",
         "profile",
         "kind",
+        "trigger",
         "outcome",
         "latency_ms",
         "prompt_tokens",
         "completion_tokens",
         "error_short",
     ]
-    list_filter = ["kind", "outcome", "profile"]
+    list_filter = ["kind", "trigger", "outcome", "profile"]
     list_select_related = ["conversation__lead", "conversation__chip", "profile"]
     search_fields = ["conversation__lead__phone", "conversation__lead__name"]
     show_full_result_count = False
@@ -60,6 +61,7 @@ class AgentRunAdmin(ReadOnlyAdmin):
         "message",
         "profile",
         "kind",
+        "trigger",
         "outcome",
         "model",
         "latency_ms",

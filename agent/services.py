@@ -303,20 +303,16 @@ def message_reply(
     result = _process_with_lease(
         conversation_id=message.conversation_id, trigger=trigger, target=message, force=force
     )
-    if trigger != AgentRun.Trigger.INBOUND or result.status == BUSY:
+    if result.status in (BUSY, SKIPPED):
         return result
-    # Messages that arrived while we held the conversation had their own task
-    # give up (busy): they are ours. Looked for after releasing the lease, so a
-    # message committed at any moment is seen either here or by its own task.
-    for _ in range(3):
-        turn = pending_turn(conversation_id=message.conversation_id)
-        if not turn or (result.message_id and turn[-1].pk <= result.message_id):
-            break
-        result = _process_with_lease(
-            conversation_id=message.conversation_id, trigger=trigger, target=turn[-1]
-        )
-        if result.status in (BUSY, SKIPPED):
-            break
+    # A message that arrived while we held the conversation had its own task
+    # give up (busy): it needs a new task. Looked for after releasing the
+    # lease, so a message committed at any moment is seen either here or by
+    # its own task. A new task rather than a loop here: the task's time limit
+    # holds one turn, not several.
+    turn = pending_turn(conversation_id=message.conversation_id)
+    if turn and (result.message_id is None or turn[-1].pk > result.message_id):
+        agent_enqueue(turn[-1].pk)
     return result
 
 
@@ -685,6 +681,8 @@ def _apply(
     Message.objects.filter(pk__in=[m.pk for m in turn]).update(
         status=Message.Status.PROCESSED, processed_at=now, updated_at=now
     )
+    # The error also stays on the message it concerns, for the ops' message filters.
+    Message.objects.filter(pk=last.pk).update(last_error=plan.error)
     fields: dict[str, Any] = {"updated_at": now}
     if plan.flow_step is not None:
         fields["flow_step"] = plan.flow_step

@@ -1,6 +1,8 @@
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -175,7 +177,7 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
     phone_search_fields = ("conversation__lead__phone",)
     raw_id_fields = ["conversation", "reply_to", "campaign", "webhook_event", "sent_by"]
     show_full_result_count = False
-    actions = ["retry_now", "cancel_messages", "reprocess_messages"]
+    actions = ["retry_now", "cancel_messages", "reprocess_messages", "reprocess_messages_force"]
     inlines = [DeliveryAttemptInline]
     readonly_fields = [
         "outcome",
@@ -225,6 +227,36 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
             f"{report.queued} mensagem(ns) enviada(s) para o agente responder; "
             f"{report.answered} já respondida(s) (nenhuma resposta duplicada); "
             f"{report.not_inbound} ignorada(s) por não serem do lead.",
+        )
+
+    @admin.action(
+        description="Reprocessar forçando nova resposta (mesmo se já respondida)",
+        permissions=["reprocess"],
+    )
+    def reprocess_messages_force(
+        self, request: HttpRequest, queryset: QuerySet[Message]
+    ) -> TemplateResponse | None:
+        # A second reply to the lead is the one thing reprocessing otherwise
+        # never does: confirm first, the way delete_selected does.
+        inbound = queryset.filter(direction=Message.Direction.INBOUND).select_related(
+            "conversation__lead"
+        )
+        if request.POST.get("post") == "yes":
+            report = agent_services.messages_reprocess_enqueue(messages=list(inbound), force=True)
+            self.message_user(
+                request, f"{report.queued} mensagem(ns) enviada(s) para o agente responder de novo."
+            )
+            return None
+        return TemplateResponse(
+            request,
+            "admin/conversations/message/reprocess_force_confirmation.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Reprocessar forçando nova resposta",
+                "opts": self.model._meta,
+                "inbound": inbound,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
         )
 
     @admin.action(description="Reenviar agora", permissions=["retry"])

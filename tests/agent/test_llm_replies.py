@@ -257,3 +257,13 @@ def test_agent_response_seconds_is_observed(fake_openai, conversation, client):
     text = client.get("/metrics").content.decode()
     assert "agent_response_seconds_count 1.0" in text
     assert 'agent_response_seconds_bucket{le="+Inf"} 1.0' in text
+
+
+def test_handoffs_total_counts_by_reason_at_metrics(conversation, client):
+    for text in ["quero falar com um atendente", "oi"]:
+        other = ConversationFactory(chip=conversation.chip)
+        tasks.answer_message(InboundMessageFactory(conversation=other, body=text).pk)
+
+    text = client.get("/metrics").content.decode()
+    assert 'handoffs_total{reason="lead_request"} 1.0' in text
+    assert 'handoffs_total{reason="agent_failure"} 1.0' in text

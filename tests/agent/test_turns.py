@@ -119,8 +119,12 @@ def test_one_worker_per_conversation_and_a_message_arriving_meanwhile_is_not_los
     thread.join(timeout=20)
 
     assert results == ["replied"]
+    # The first worker answered its turn, then found the new message after
+    # releasing the conversation and queued a task for it.
+    [queued] = [q for q in OrmQ.objects.all() if q.task["func"] == "agent.tasks.answer_message"]
+    assert queued.task["args"] == (second.pk,)
+    assert tasks.answer_message(*queued.task["args"]) == "replied"
     replies = outbound(conversation)
-    # The first worker answered its turn, then found the new message after releasing.
     assert [(r.body, r.reply_to_id) for r in replies] == [
         ("Oi! Em que posso ajudar?", first.pk),
         ("Temos sim, para até 300 pessoas.", second.pk),

@@ -191,3 +191,23 @@ def test_reprocess_failed_refuses_a_bad_since():
 
     with pytest.raises(CommandError, match="--since"):
         call_command("reprocess_failed", "--since", "ontem")
+
+
+@pytest.mark.usefixtures("run_tasks")
+def test_forced_reprocess_asks_for_confirmation_then_answers_again(
+    superuser_client, conversation, django_capture_on_commit_callbacks
+):
+    message = stored_unanswered(conversation, body="qual o horário?")
+    reprocess_message(message=message)
+    post = {"action": "reprocess_messages_force", "_selected_action": [message.pk]}
+
+    confirmation = superuser_client.post(MESSAGES, post)
+    assert confirmation.status_code == 200
+    assert "mesmo as que já foram respondidas" in confirmation.content.decode()
+    assert "qual o horário?" in confirmation.content.decode()
+    assert len(replies(conversation)) == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        done = superuser_client.post(MESSAGES, {**post, "post": "yes"}, follow=True)
+    assert "1 mensagem(ns) enviada(s) para o agente responder de novo" in done.content.decode()
+    assert [r.reply_to_id for r in replies(conversation)] == [message.pk, message.pk]
