@@ -385,7 +385,7 @@ def _process_turn(
         logger.exception("agent: run %s failed", run.pk)
         plan = _failure_plan(profile=profile, kind=AgentRun.Kind.FALLBACK, error=_describe(exc))
     with transaction.atomic():
-        replies = _apply(conversation=conversation, plan=plan, turn=turn, run=run)
+        replies = _apply(conversation=conversation, plan=plan, turn=turn)
         run.latency_ms = plan.llm_ms if plan.llm_ms is not None else _ms_since(started)
         run.kind = plan.kind
         run.outcome = plan.outcome
@@ -668,9 +668,7 @@ def handoff_open(*, conversation: Conversation, reason: str, note: str = "") -> 
     return handoff
 
 
-def _apply(
-    *, conversation: Conversation, plan: _Plan, turn: list[Message], run: AgentRun
-) -> list[Message]:
+def _apply(*, conversation: Conversation, plan: _Plan, turn: list[Message]) -> list[Message]:
     now = timezone.now()
     last = turn[-1]
     replies = [
