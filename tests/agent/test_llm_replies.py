@@ -5,6 +5,7 @@ import json
 import pytest
 
 from agent import tasks
+from agent.llm import split_reply
 from agent.models import AgentRun
 from conversations.models import Conversation, Handoff, Message
 from core.models import MetricCounter
@@ -14,7 +15,7 @@ from tests.factories.conversations import (
     InboundMessageFactory,
     OutboundMessageFactory,
 )
-from tests.support.fake_openai import completion, hang, rate_limited, server_error
+from tests.support.fake_openai import Answer, completion, hang, rate_limited, server_error
 
 pytestmark = pytest.mark.django_db
 
@@ -205,6 +206,8 @@ def test_fallback_without_handoff_when_the_profile_says_so(fake_openai, conversa
 
     assert tasks.answer_message(inbound.pk) == "fallback"
 
+    assert len(fake_openai.requests) == 3  # OPENAI_MAX_ATTEMPTS, with backoff between them
+
     [fallback] = replies(conversation)
     assert (fallback.body, fallback.purpose) == (profile.fallback_reply, "reply")
     conversation.refresh_from_db()
@@ -267,3 +270,40 @@ def test_handoffs_total_counts_by_reason_at_metrics(conversation, client):
     text = client.get("/metrics").content.decode()
     assert 'handoffs_total{reason="lead_request"} 1.0' in text
     assert 'handoffs_total{reason="agent_failure"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Answer(200, "<html>Bad gateway</html>"),
+        Answer(200, {"id": "x", "object": "chat.completion", "choices": []}),
+        Answer(401, {"error": {"message": "Incorrect API key provided", "type": "invalid"}}),
+    ],
+)
+def test_a_server_that_is_only_almost_compatible_leads_to_the_fallback(
+    fake_openai, conversation, answer
+):
+    inbound = InboundMessageFactory(conversation=conversation, body="oi")
+    fake_openai.script(answer)
+
+    assert tasks.answer_message(inbound.pk) == "fallback"
+
+    assert len(fake_openai.requests) == 1  # nothing here is worth retrying
+    [fallback] = replies(conversation)
+    assert fallback.body == conversation.chip.agent_profile.fallback_reply
+    run = AgentRun.objects.get()
+    assert run.outcome == "fallback"
+    assert run.error
+
+
+def test_split_reply_keeps_short_answers_whole_and_cuts_long_paragraphs_at_sentences():
+    assert split_reply("Oi!\n\nTudo bem?", max_chars=100) == ["Oi!\n\nTudo bem?"]
+    sentences = ["Primeira frase bem comprida aqui.", "Segunda frase também.", "Terceira!"]
+    parts = split_reply(" ".join(sentences), max_chars=40)
+    assert parts == ["Primeira frase bem comprida aqui.", "Segunda frase também. Terceira!"]
+    many = "\n\n".join(f"Parágrafo {n} com algum texto." for n in range(10))
+    parts = split_reply(many, max_chars=30, max_parts=3)
+    assert len(parts) == 3
+    assert parts[-1].endswith("Parágrafo 9 com algum texto.")
+    word = "a" * 95
+    assert [len(p) for p in split_reply(word, max_chars=40)] == [40, 40, 15]
