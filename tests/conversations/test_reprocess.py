@@ -211,3 +211,19 @@ def test_forced_reprocess_asks_for_confirmation_then_answers_again(
         done = superuser_client.post(MESSAGES, {**post, "post": "yes"}, follow=True)
     assert "1 mensagem(ns) enviada(s) para o agente responder de novo" in done.content.decode()
     assert [r.reply_to_id for r in replies(conversation)] == [message.pk, message.pk]
+
+
+def test_reprocess_failed_answers_again_when_the_provider_failed_the_reply(conversation, capsys):
+    message = stored_unanswered(conversation, body="Vocês fazem bolo?", minutes=40)
+    OutboundMessageFactory(
+        conversation=conversation,
+        reply_to=message,
+        status=Message.Status.FAILED,
+        outcome=Message.Outcome.FAILED_PERMANENT,
+        last_error="permanent / HTTP 400: invalid",
+    )
+
+    call_command("reprocess_failed", "--since", "2h")
+
+    assert "1 unanswered message(s) since 2h reprocessed" in capsys.readouterr().out
+    assert [r.status for r in replies(conversation)] == ["failed", "queued"]
