@@ -22,7 +22,7 @@ from django.utils import timezone
 from channels.models import Chip, Provider, WebhookEvent
 from channels.providers.base import PayloadError, ProviderAdapter, get_adapter
 from conversations.ingest import event_ingest
-from core.metrics import webhook_events_total
+from core.metrics import counter_inc
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ class Intake:
     created: bool
 
 
+def _count(provider: str, event: str, outcome: str) -> None:
+    counter_inc("webhook_events_total", {"provider": provider, "event": event, "outcome": outcome})
+
+
 def webhook_chip_get(*, provider: str, chip_key: str) -> tuple[Chip, ProviderAdapter]:
     """The chip a webhook URL names, with its adapter; WebhookNotFound otherwise."""
     if provider not in Provider.values:
@@ -116,7 +120,7 @@ def webhook_receive(
     try:
         webhook_authenticate(chip=chip, adapter=adapter, headers=headers, body=body)
     except WebhookError as exc:
-        webhook_events_total.labels(provider, "", exc.code).inc()
+        _count(provider, "", exc.code)
         raise
     kept_headers = _headers_to_keep(headers)
 
@@ -163,7 +167,7 @@ def webhook_receive(
             event_id = event.pk
             transaction.on_commit(lambda: webhook_event_enqueue(event_id=event_id), robust=True)
     outcome = "accepted" if created else "duplicate"
-    webhook_events_total.labels(provider, event.event_type, outcome).inc()
+    _count(provider, event.event_type, outcome)
     logger.info(
         "webhook received provider=%s chip=%s event=%s id=%s outcome=%s",
         provider,
@@ -196,7 +200,7 @@ def _reject(
         error=error[:2000],
         processed_at=timezone.now(),
     )
-    webhook_events_total.labels(chip.provider, event.event_type, "invalid").inc()
+    _count(chip.provider, event.event_type, "invalid")
     return event
 
 
@@ -265,7 +269,7 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> str:
         event.error = error[:2000]
         event.processed_at = timezone.now()
         event.save(update_fields=["status", "error", "attempts", "processed_at"])
-    webhook_events_total.labels(event.provider, event.event_type, status).inc()
+    _count(event.provider, event.event_type, status)
     return status
 
 

@@ -4,8 +4,8 @@ Gauges that describe shared state (outbox backlog, worker heartbeat) are read
 from the database at scrape time, so every web process reports the same
 truth whichever process did the work.
 
-Counters incremented by the outbox in workers (`outbound_messages_total`,
-`integration_requests_total`) live in the database (`core.MetricCounter`, one
+Counters (`webhook_events_total`, `outbound_messages_total`,
+`integration_requests_total`, `handoffs_total`) live in the database (`core.MetricCounter`, one
 atomic UPDATE per event): django-q2 workers are separate processes, often on
 other machines, so an in-process Counter would never reach the web process's
 /metrics, and Prometheus' multiprocess mode only merges processes sharing one
@@ -19,24 +19,12 @@ from collections.abc import Iterator, Mapping
 
 from django.db import DatabaseError
 from django.db.models import F
-from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from core import selectors
 
 logger = logging.getLogger(__name__)
-
-# Incremented where the work happens. outcome at intake (web process):
-# accepted, duplicate, invalid, unauthenticated, forbidden; at processing
-# (worker): processed, ignored, invalid, failed. Unknown URLs get no series:
-# their provider label would be whatever a scanner typed.
-webhook_events_total = Counter(
-    "webhook_events_total",
-    "Provider webhook deliveries by provider, event type and outcome.",
-    ["provider", "event", "outcome"],
-)
-
 
 _GAUGES = {
     "outbox_pending_messages": "Outbound messages queued or being sent.",
@@ -76,6 +64,14 @@ class PlatformStateCollector(Collector):
 
 # Database-backed counters: name -> (documentation, label names).
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # outcome at intake (web process): accepted, duplicate, invalid,
+    # unauthenticated, forbidden; at processing (worker): processed, ignored,
+    # invalid, failed. Unknown URLs get no series: their provider label would
+    # be whatever a scanner typed.
+    "webhook_events_total": (
+        "Provider webhook deliveries by provider, event type and outcome.",
+        ("provider", "event", "outcome"),
+    ),
     "outbound_messages_total": (
         "Outbound message outcomes decided by the outbox (sent, failed, retry, cancelled...).",
         ("outcome",),
