@@ -574,6 +574,12 @@ def outbox_seconds_until_ready(*, now: datetime | None = None) -> float | None:
     now = now or timezone.now()
     queued = Message.objects.filter(status=Message.Status.QUEUED)
     next_due = queued.filter(next_attempt_at__gt=now).aggregate(at=Min("next_attempt_at"))["at"]
+    # A message a dead worker left `sending` becomes claimable when its lease ends.
+    lease_end = Message.objects.filter(status=Message.Status.SENDING).aggregate(
+        at=Min("lease_expires_at")
+    )["at"]
+    if lease_end is not None:
+        next_due = min(next_due, lease_end) if next_due else lease_end
     waiting_chips = Chip.objects.filter(
         Exists(Message.objects.filter(_due(now), chip=OuterRef("pk")))
     ).exclude(status__in=NOT_SENDING_STATUSES)
@@ -617,6 +623,10 @@ def outbox_drain(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            recovered = outbox_recover_expired_leases()
+            if recovered:
+                report.recovered += recovered
+                continue
             wait = outbox_seconds_until_ready()
             if wait is None or wait > remaining:
                 break

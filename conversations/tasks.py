@@ -1,5 +1,7 @@
 """django-q2 entry points of the conversations app. Each one calls a service."""
 
+import os
+
 from django.conf import settings
 
 from conversations.outbox import outbox_drain
@@ -13,4 +15,5 @@ def outbox_send_now() -> dict[str, int]:
 def outbox_sweep(max_seconds: float | None = None) -> dict[str, int]:
     """The periodic sender: recovers expired leases and drains paced chips for a while."""
     budget = settings.OUTBOX_DRAIN_SECONDS if max_seconds is None else max_seconds
-    return outbox_drain(max_seconds=budget).as_dict()
+    # The worker's pid in the task result tells ops (and tests) who drained what.
+    return {**outbox_drain(max_seconds=budget).as_dict(), "pid": os.getpid()}

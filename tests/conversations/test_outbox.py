@@ -541,3 +541,31 @@ def test_a_reply_on_one_chip_goes_before_campaigns_waiting_on_others(fake_provid
     claim = outbox.outbox_claim_next()
 
     assert claim.message_id == reply.pk
+
+
+def test_the_periodic_sweep_is_scheduled_every_30_seconds():
+    from django_q.models import Schedule
+
+    from core.schedules import ensure_schedules
+
+    ensure_schedules()
+    sweeps = Schedule.objects.filter(func="conversations.tasks.outbox_sweep")
+    assert sweeps.count() == 2
+    assert {s.minutes for s in sweeps} == {1}
+    first, second = sorted(s.next_run for s in sweeps)
+    assert (second - first).total_seconds() == 30
+
+
+def test_a_drain_waits_for_a_dead_workers_lease_and_sends_the_message(
+    fake_provider, provider_chip, settings
+):
+    settings.OUTBOX_LEASE_SECONDS = 1
+    (message,) = queue(provider_chip())
+    assert outbox.outbox_claim_next().message_id == message.pk  # and its worker dies
+
+    report = outbox.outbox_drain(max_seconds=5)
+
+    assert report.recovered == 1
+    assert report.sent == 1
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
