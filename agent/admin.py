@@ -33,6 +33,30 @@ class AgentProfileAdmin(admin.ModelAdmin):
     list_select_related = ["flow"]
     search_fields = ["name", "persona"]
     autocomplete_fields = ["flow"]
+    fieldsets = [
+        (None, {"fields": ["name", "persona", "is_active"]}),
+        ("Modelo (LLM)", {"fields": ["system_prompt", "model", "temperature", "history_window"]}),
+        (
+            "Fluxo de qualificação",
+            {
+                "fields": ["flow", "on_flow_end", "closing_message"],
+                "description": "Com um fluxo, as perguntas roteirizadas vêm antes do LLM.",
+            },
+        ),
+        (
+            "Respostas automáticas (pt-BR)",
+            {
+                "fields": [
+                    "fallback_reply",
+                    "handoff_on_failure",
+                    "handoff_keywords",
+                    "handoff_reply",
+                    "opt_out_keywords",
+                    "opt_out_confirmation",
+                ]
+            },
+        ),
+    ]
 
 
 @admin.register(AgentRun)

@@ -32,7 +32,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--limit", type=int, default=500)
 
-    def handle(self, *args, since: str, phone: str | None, dry_run: bool, limit: int, **options):
+    def handle(
+        self, *args, since: str, phone: str | None, dry_run: bool, limit: int, **options
+    ) -> None:
         period = parse_since(since)
         if phone:
             try:
