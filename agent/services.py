@@ -42,9 +42,10 @@ from agent.models import (
     ConversationLease,
     FlowStep,
 )
+from conversations.handoffs import handoff_open
 from conversations.models import Conversation, Handoff, Lead, Message
 from conversations.outbox import outbox_enqueue
-from core.metrics import counter_inc, histogram_observe
+from core.metrics import histogram_observe
 
 logger = logging.getLogger(__name__)
 
@@ -646,26 +647,6 @@ def _llm_plan(
 
 
 # --- Applying it -----------------------------------------------------------------------------
-
-
-def handoff_open(*, conversation: Conversation, reason: str, note: str = "") -> Handoff:
-    """Give the conversation to a human: the agent stops, one active handoff, metric counted."""
-    Conversation.objects.filter(pk=conversation.pk).update(
-        controlled_by=Conversation.ControlledBy.HUMAN, updated_at=timezone.now()
-    )
-    conversation.controlled_by = Conversation.ControlledBy.HUMAN
-    active = [Handoff.Status.OPEN, Handoff.Status.ACCEPTED]
-    existing = Handoff.objects.filter(conversation=conversation, status__in=active).first()
-    if existing is not None:
-        return existing
-    try:
-        with transaction.atomic():
-            handoff = Handoff.objects.create(conversation=conversation, reason=reason, note=note)
-    except IntegrityError:
-        # uniq_active_handoff_per_conversation: someone opened one meanwhile.
-        return Handoff.objects.get(conversation=conversation, status__in=active)
-    counter_inc("handoffs_total", {"reason": reason})
-    return handoff
 
 
 def _apply(*, conversation: Conversation, plan: _Plan, turn: list[Message]) -> list[Message]:

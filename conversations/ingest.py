@@ -27,6 +27,7 @@ from channels.providers.base import (
     InboundMessage,
     StatusUpdate,
 )
+from conversations.handoffs import handoff_open
 from conversations.models import Conversation, Handoff, Lead, LeadIdentity, Message
 
 if TYPE_CHECKING:
@@ -383,18 +384,7 @@ def conversation_pause_for_human(*, conversation: Conversation, reason: str) -> 
                 "updated_at",
             ]
         )
-    active = [Handoff.Status.OPEN, Handoff.Status.ACCEPTED]
-    handoff = Handoff.objects.filter(conversation=conversation, status__in=active).first()
-    if handoff is not None:
-        return handoff
-    try:
-        with transaction.atomic():
-            return Handoff.objects.create(
-                conversation=conversation, reason=Handoff.Reason.HUMAN_REPLIED, note=reason
-            )
-    except IntegrityError:
-        # uniq_active_handoff_per_conversation: one was opened concurrently.
-        return Handoff.objects.get(conversation=conversation, status__in=active)
+    return handoff_open(conversation=conversation, reason=Handoff.Reason.HUMAN_REPLIED, note=reason)
 
 
 # --- Statuses of our outbound messages ---------------------------------------------------------

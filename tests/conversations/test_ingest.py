@@ -11,6 +11,7 @@ from channels.models import Chip
 from channels.services import webhook_event_process
 from conversations import ingest
 from conversations.models import Conversation, Handoff, Lead, LeadIdentity, Message
+from core.models import MetricCounter
 from tests.channels.webhooks import chip_for, deliver, load_fixture, load_fixture_json, post_webhook
 from tests.factories.conversations import ConversationFactory, LeadFactory
 
@@ -263,6 +264,7 @@ def test_human_reply_joins_the_leads_open_conversation(
     assert conversation.paused_reason == ingest.HUMAN_REPLIED_REASON
     assert conversation.messages.get().purpose == Message.Purpose.HUMAN
     assert Handoff.objects.get().conversation == conversation
+    assert MetricCounter.objects.get(name="handoffs_total").labels == '{"reason": "human_replied"}'
     # The lead's @lid came as chatLid on our own message.
     assert lead.identities.filter(external_id="100000000000011@lid").exists()
 
