@@ -97,3 +97,16 @@ def json_object(body: bytes) -> Mapping[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return data if isinstance(data, Mapping) else None
+
+
+def names_other_instance(body: bytes, *, field: str, instance_id: str) -> bool:
+    """True when the body names an instance that is not this chip's.
+
+    The unsigned providers put their instance id in every body; a delivery
+    for another instance at this chip's URL is refused, not ingested.
+    """
+    if not instance_id:
+        return False
+    data = json_object(body)
+    instance = as_str(data.get(field)) if data else ""
+    return bool(instance) and instance != instance_id

@@ -22,7 +22,7 @@ from channels.providers._common import (
     as_str,
     epoch_to_datetime,
     header,
-    json_object,
+    names_other_instance,
     payload_digest,
     phone_or_none,
     require_object,
@@ -97,11 +97,8 @@ class EvolutionAdapter(ProviderAdapter):
         return _evolution_send_media(chip, to=to, media=media, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
-        if chip.instance_id:
-            data = json_object(body)
-            instance = as_str(data.get("instance")) if data else ""
-            if instance and instance != chip.instance_id:
-                return False
+        if names_other_instance(body, field="instance", instance_id=chip.instance_id):
+            return False
         if not chip.webhook_token:
             return True
         if same_secret(header(headers, "apikey"), chip.webhook_token):

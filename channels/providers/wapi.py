@@ -25,7 +25,7 @@ from channels.providers._common import (
     as_str,
     epoch_to_datetime,
     header,
-    json_object,
+    names_other_instance,
     payload_digest,
     phone_or_none,
     require_object,
@@ -56,11 +56,8 @@ class WapiAdapter(ProviderAdapter):
         return _wapi_send_text(chip, to=to, text=text, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
-        if chip.instance_id:
-            data = json_object(body)
-            instance = as_str(data.get("instanceId")) if data else ""
-            if instance and instance != chip.instance_id:
-                return False
+        if names_other_instance(body, field="instanceId", instance_id=chip.instance_id):
+            return False
         if not chip.webhook_token:
             return True
         authorization = header(headers, "Authorization")
