@@ -427,6 +427,9 @@ def outbox_record_result(
                 chip_fields += _quarantine(chip, error=error, now=now)
             if message is not None:
                 _record_failure(message, result=result, error=error, now=now)
+        if message is None and chip.next_send_at and chip.next_send_at > next_send_at:
+            # Another worker holds the chip for its own send now: keep its hold.
+            next_send_at = chip.next_send_at
         chip.next_send_at = next_send_at
         chip.save(update_fields=sorted(set(chip_fields)))
         # Last, so the shared counter row stays locked only until the commit.

@@ -73,7 +73,8 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("provider", "event", "outcome"),
     ),
     "outbound_messages_total": (
-        "Outbound message outcomes decided by the outbox (sent, failed, retry, cancelled...).",
+        "Outbound message outcomes decided by the outbox: sent, retry, held, cancelled, "
+        "failed_provider (retries exhausted), failed_permanent.",
         ("outcome",),
     ),
     "integration_requests_total": (
