@@ -136,22 +136,37 @@ def main() -> None:
         page("/admin/conversations/message/?q=%2B5511900004242"),
     )
 
-    claim = """
-        SELECT id FROM conversations_message
-        WHERE status = 'queued' AND next_attempt_at <= now()
-        ORDER BY priority DESC, next_attempt_at
-        LIMIT 50 FOR UPDATE SKIP LOCKED
-    """
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
 
-    def run_claim():
-        with connection.cursor() as cursor:
-            cursor.execute(claim)
-            cursor.fetchall()
+    from conversations.outbox import outbox_claim_next
 
-    timed(f"outbox claim (50 due of ~{args.messages // 2000} queued)", run_claim)
+    class Rollback(Exception):
+        pass
+
+    def claim_once(capture: bool = False) -> list[str]:
+        # The real claim (chip lock, gating, message lock, lease), rolled back
+        # so every repetition sees the same queue.
+        with CaptureQueriesContext(connection) as queries:
+            try:
+                with transaction.atomic():
+                    assert outbox_claim_next() is not None
+                    raise Rollback
+            except Rollback:
+                pass
+        return [q["sql"] for q in queries.captured_queries] if capture else []
+
+    timed(f"outbox claim (1 of ~{args.messages // 1000:,} queued)", claim_once)
+    select_sql = [
+        sql
+        for sql in claim_once(capture=True)
+        if sql.startswith("SELECT") and "FOR" in sql and "UPDATE" in sql
+    ]
     with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + claim)
-        print("\n".join(row[0] for row in cursor.fetchall()))
+        for sql in select_sql:
+            cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + sql)
+            plan = [row[0] for row in cursor.fetchall()]
+            print("\n" + "\n".join(plan[:14]) + ("\n  …" if len(plan) > 14 else ""))
 
 
 if __name__ == "__main__":
