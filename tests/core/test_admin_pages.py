@@ -38,6 +38,20 @@ def _campaign_with_audience():
     return campaign
 
 
+def _chip_with_failures():
+    chip = channel_f.ChipFactory(agent_profile=agent_f.AgentProfileFactory())
+    conv_f.DeliveryAttemptFactory.create_batch(
+        2, message=conv_f.OutboundMessageFactory(conversation__chip=chip)
+    )
+    return chip
+
+
+def _outbound_with_attempts():
+    message = conv_f.OutboundMessageFactory(reply_to=conv_f.InboundMessageFactory())
+    conv_f.DeliveryAttemptFactory.create_batch(2, message=message)
+    return message
+
+
 def _flow_with_steps():
     flow = agent_f.FlowFactory()
     agent_f.FlowStepFactory.create_batch(3, flow=flow)
@@ -51,13 +65,11 @@ BUILDERS: dict[str, Callable[[], Model]] = {
     "core.workerheartbeat": lambda: core_f.WorkerHeartbeatFactory(
         cluster=f"cluster-{next(_heartbeat_counter)}"
     ),
-    "channels.chip": lambda: channel_f.ChipFactory(agent_profile=agent_f.AgentProfileFactory()),
+    "channels.chip": _chip_with_failures,
     "channels.webhookevent": channel_f.WebhookEventFactory,
-    "conversations.lead": conv_f.LeadFactory,
+    "conversations.lead": lambda: conv_f.LeadIdentityFactory().lead,
     "conversations.conversation": _conversation_with_history,
-    "conversations.message": lambda: conv_f.OutboundMessageFactory(
-        reply_to=conv_f.InboundMessageFactory()
-    ),
+    "conversations.message": _outbound_with_attempts,
     "conversations.handoff": conv_f.HandoffFactory,
     "campaigns.campaign": _campaign_with_audience,
     "campaigns.campaignrecipient": campaign_f.CampaignRecipientFactory,

@@ -1,7 +1,14 @@
 import factory
 from django.utils import timezone
 
-from conversations.models import Conversation, Handoff, Lead, Message
+from conversations.models import (
+    Conversation,
+    DeliveryAttempt,
+    Handoff,
+    Lead,
+    LeadIdentity,
+    Message,
+)
 from tests.factories.channels import ChipFactory
 
 
@@ -54,3 +61,27 @@ class HandoffFactory(factory.django.DjangoModelFactory):
 
     conversation = factory.SubFactory(ConversationFactory)
     reason = Handoff.Reason.LEAD_REQUEST
+
+
+class LeadIdentityFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = LeadIdentity
+
+    lead = factory.SubFactory(LeadFactory)
+    provider = "evolution"
+    external_id = factory.Sequence(lambda n: f"1000000000{n:05d}@lid")
+    is_lid = True
+
+
+class DeliveryAttemptFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = DeliveryAttempt
+
+    message = factory.SubFactory(OutboundMessageFactory)
+    chip = factory.SelfAttribute("message.chip")
+    started_at = factory.LazyFunction(timezone.now)
+    duration_ms = 180
+    outcome = DeliveryAttempt.Outcome.PERMANENT
+    http_status = 400
+    error_code = "131026"
+    error = "Message undeliverable"
