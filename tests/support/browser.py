@@ -4,6 +4,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from django.db import connections
 from playwright.sync_api import Page, sync_playwright
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -30,3 +31,7 @@ def chromium_page() -> Iterator[Page]:
             yield page
         finally:
             browser.close()
+            # Inside Playwright's context Django's connection handler sees
+            # another context and opens its own connection; close it here or it
+            # outlives the test and blocks dropping the test database.
+            connections.close_all()
