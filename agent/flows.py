@@ -239,20 +239,6 @@ def validate_menu(answer: str, *, options: Sequence[Any] = (), **_: Any) -> Vali
     return _fail(FlowStep.Validator.MENU)
 
 
-MONTHS = [
-    "janeiro",
-    "fevereiro",
-    "marco",
-    "abril",
-    "maio",
-    "junho",
-    "julho",
-    "agosto",
-    "setembro",
-    "outubro",
-    "novembro",
-    "dezembro",
-]
 MONTH_NAMES_PT = [
     "janeiro",
     "fevereiro",
@@ -267,6 +253,8 @@ MONTH_NAMES_PT = [
     "novembro",
     "dezembro",
 ]
+# What answers are compared with: normalize() strips accents ("marco").
+MONTHS = [_strip_accents(name) for name in MONTH_NAMES_PT]
 
 
 def _month_in(words: list[str]) -> int | None:

@@ -18,18 +18,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psycopg
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def recreate_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    if not name.startswith("sdr_ops_bench"):
-        sys.exit("refusing: the bench database name must start with sdr_ops_bench")
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+from bench.common import recreate_database
 
 
 def main() -> None:
