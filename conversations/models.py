@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Q
 
 from core.phones import validate_e164
 
@@ -245,14 +245,11 @@ class Message(models.Model):
                 name="outbox_due_idx",
             ),
             # The per-chip claim: does this chip have due messages, and which
-            # first. Same order as the claim's ORDER BY (NULLS FIRST, then id),
-            # so it reads the first rows in order instead of sorting a
-            # campaign's whole queue on every claim.
+            # first. Same order as the claim's ORDER BY, so it reads the first
+            # rows in order instead of sorting a campaign's whole queue on
+            # every claim.
             models.Index(
-                F("chip"),
-                F("priority").desc(),
-                F("next_attempt_at").asc(nulls_first=True),
-                F("id"),
+                fields=["chip", "-priority", "next_attempt_at", "id"],
                 condition=Q(status="queued"),
                 name="outbox_chip_due_idx",
             ),

@@ -236,7 +236,9 @@ def _claim_on_chip(chip: Chip, *, now: datetime) -> Claim | None:
         Message.objects.select_for_update(skip_locked=True, of=("self",))
         .select_related("conversation__lead", "campaign")
         .filter(_due(now), chip=chip, direction=Message.Direction.OUTBOUND)
-        .order_by("-priority", F("next_attempt_at").asc(nulls_first=True), "pk")
+        # The order of outbox_chip_due_idx (NULLS FIRST would not match it,
+        # and SQLite cannot index it); outbox_enqueue always sets the time.
+        .order_by("-priority", "next_attempt_at", "pk")
     )
     for message in candidates[:20]:
         verdict = _may_leave(message)
