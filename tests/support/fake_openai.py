@@ -8,16 +8,15 @@ body so tests can read the history, tools and model the agent sent.
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.local_server import JsonHandler, ScriptedServer
 
 
 @dataclass(frozen=True)
@@ -105,87 +104,36 @@ class Request:
     at: float
 
 
-class FakeOpenAI:
+class FakeOpenAI(ScriptedServer[Answer]):
+    url_suffix = "/v1"
+
     def __init__(self) -> None:
-        self.requests: list[Request] = []
-        self._script: deque[Answer] = deque()
-        self._default: Answer = completion("Oi! Como posso ajudar?")
-        self._lock = threading.Lock()
-        self._release = threading.Event()
-        self._ids = itertools.count(1)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(default=completion("Oi! Como posso ajudar?"))
 
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
-
-    def script(self, *answers: Answer, then: Answer | None = None) -> None:
-        with self._lock:
-            self._script.extend(answers)
-            if then is not None:
-                self._default = then
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.requests)
-
-    def _next(self) -> Answer:
-        with self._lock:
-            return self._script.popleft() if self._script else self._default
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b"{}"
-                with fake._lock:
-                    fake.requests.append(
-                        Request(
-                            path=self.path,
-                            headers={k.lower(): v for k, v in self.headers.items()},
-                            body=json.loads(raw or b"{}"),
-                            at=time.time(),
-                        )
+                raw = self.read_body()
+                fake._record(
+                    Request(
+                        path=self.path,
+                        headers={k.lower(): v for k, v in self.headers.items()},
+                        body=json.loads(raw or b"{}"),
+                        at=time.time(),
                     )
+                )
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     answer = Answer(404, {"error": {"message": "Not found", "type": "invalid"}})
                 else:
                     answer = fake._next()
                 if answer.hang:
                     fake._release.wait(answer.hang)
-                data = json.dumps(answer.body if answer.body is not None else {}).encode()
-                try:
-                    self.send_response(answer.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.send_header("x-request-id", f"req_{next(fake._ids)}")
-                    for name, value in answer.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client timed out and went away
+                headers = {"x-request-id": f"req_{next(fake._ids)}", **answer.headers}
+                self.write_json(answer.status, answer.body, headers)
 
         return Handler
-
-    def start(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @contextmanager

@@ -13,17 +13,16 @@ Its success body carries the message id under every provider's field name
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.local_server import JsonHandler, ScriptedServer
 
 
 @dataclass(frozen=True)
@@ -62,29 +61,9 @@ class Seen:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
 
 
-class FakeProvider:
+class FakeProvider(ScriptedServer[Reply]):
     def __init__(self) -> None:
-        self.requests: list[Seen] = []
-        self._script: deque[Reply] = deque()
-        self._default = OK
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._release = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def script(self, *replies: Reply, then: Reply | None = None) -> None:
-        """Answer the next requests with `replies` in order, then with `then` forever."""
-        with self._lock:
-            self._script.extend(replies)
-            if then is not None:
-                self._default = then
+        super().__init__(default=OK)
 
     def always(self, reply: Reply) -> None:
         with self._lock:
@@ -95,30 +74,13 @@ class FakeProvider:
         with self._lock:
             return [r for r in self.requests if path_contains in r.path]
 
-    def count(self) -> int:
-        with self._lock:
-            return len(self.requests)
-
-    def _next_reply(self) -> Reply:
-        with self._lock:
-            return self._script.popleft() if self._script else self._default
-
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in two writes; with Nagle on, the second
-            # waits for a delayed ACK (~40 ms) and every request looks slow.
-            disable_nagle_algorithm = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 started = time.time()
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self.read_body()
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:
@@ -132,9 +94,8 @@ class FakeProvider:
                     body=body,
                     started=started,
                 )
-                with provider._lock:
-                    provider.requests.append(seen)
-                reply = provider._next_reply()
+                provider._record(seen)
+                reply = provider._next()
                 if reply.hang:
                     provider._release.wait(reply.hang)
                 payload = reply.body
@@ -149,32 +110,12 @@ class FakeProvider:
                         "zaapId": f"Z{message_id}",
                         "id": message_id,
                     }
-                data = json.dumps(payload if payload is not None else {}).encode()
                 # Before writing: the client cannot have the answer any earlier.
                 seen.status = reply.status
                 seen.finished = time.time()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                    self.wfile.flush()
-                except OSError:
-                    pass  # the client gave up (timeout); the request still counts as seen
+                self.write_json(reply.status, payload, reply.headers)
 
         return Handler
-
-    def start(self) -> FakeProvider:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @contextmanager
