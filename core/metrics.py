@@ -134,26 +134,36 @@ def _le(bound: float) -> str:
     return str(float(bound))
 
 
-class DatabaseHistogramCollector(Collector):
-    def describe(self) -> Iterator[HistogramMetricFamily]:
+class DatabaseMetricsCollector(Collector):
+    """The database-backed counters and histograms, read in one query per scrape."""
+
+    def describe(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        for name, (documentation, label_names) in COUNTERS.items():
+            yield CounterMetricFamily(name, documentation, labels=label_names)
         for name, (documentation, _) in HISTOGRAMS.items():
             yield HistogramMetricFamily(name, documentation)
 
-    def collect(self) -> Iterator[HistogramMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         from core.models import MetricCounter
 
         try:
             rows = list(
-                MetricCounter.objects.filter(name__in=HISTOGRAMS).values_list(
+                MetricCounter.objects.filter(name__in=[*COUNTERS, *HISTOGRAMS]).values_list(
                     "name", "labels", "value"
                 )
             )
         except DatabaseError as exc:
             logger.warning("metrics: database unavailable: %s", exc)
             return
-        stored: dict[str, dict[str, int]] = {name: {} for name in HISTOGRAMS}
+        stored: dict[str, dict[str, int]] = {name: {} for name in [*COUNTERS, *HISTOGRAMS]}
         for name, key, value in rows:
             stored[name][key] = value
+        for name, (documentation, label_names) in COUNTERS.items():
+            family = CounterMetricFamily(name, documentation, labels=label_names)
+            for key, value in stored[name].items():
+                labels = json.loads(key)
+                family.add_metric([labels.get(label, "") for label in label_names], value)
+            yield family
         for name, (documentation, bounds) in HISTOGRAMS.items():
             values = stored[name]
             cumulative = 0
@@ -169,47 +179,12 @@ class DatabaseHistogramCollector(Collector):
             )
 
 
-class DatabaseCounterCollector(Collector):
-    def describe(self) -> Iterator[CounterMetricFamily]:
-        for name, (documentation, label_names) in COUNTERS.items():
-            yield CounterMetricFamily(name, documentation, labels=label_names)
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        from core.models import MetricCounter
-
-        try:
-            rows = list(
-                MetricCounter.objects.filter(name__in=COUNTERS).values_list(
-                    "name", "labels", "value"
-                )
-            )
-        except DatabaseError as exc:
-            logger.warning("metrics: database unavailable: %s", exc)
-            return
-        families = {
-            name: CounterMetricFamily(name, documentation, labels=label_names)
-            for name, (documentation, label_names) in COUNTERS.items()
-        }
-        for name, key, value in rows:
-            _, label_names = COUNTERS[name]
-            labels = json.loads(key)
-            families[name].add_metric([labels.get(label, "") for label in label_names], value)
-        yield from families.values()
-
-
-_collector: PlatformStateCollector | None = None
-_counter_collector: DatabaseCounterCollector | None = None
-_histogram_collector: DatabaseHistogramCollector | None = None
+_registered = False
 
 
 def register_collectors() -> None:
-    global _collector, _counter_collector, _histogram_collector
-    if _collector is None:
-        _collector = PlatformStateCollector()
-        REGISTRY.register(_collector)
-    if _counter_collector is None:
-        _counter_collector = DatabaseCounterCollector()
-        REGISTRY.register(_counter_collector)
-    if _histogram_collector is None:
-        _histogram_collector = DatabaseHistogramCollector()
-        REGISTRY.register(_histogram_collector)
+    global _registered
+    if not _registered:
+        REGISTRY.register(PlatformStateCollector())
+        REGISTRY.register(DatabaseMetricsCollector())
+        _registered = True
