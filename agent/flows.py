@@ -46,10 +46,14 @@ def _fail(validator: str, detail: str = "") -> Validation:
     return Validation(ok=False, error=detail or DEFAULT_ERRORS[validator])
 
 
+def _strip_accents(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
 def normalize(text: str) -> str:
     """Lowercase, accents removed, punctuation as spaces, single spaces."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    plain = _strip_accents(text.casefold())
     return " ".join(re.sub(r"[^\w@.+-]+", " ", plain).split())
 
 
@@ -180,11 +184,6 @@ _GREETINGS = {
     "obrigada",
 }
 _NAME_PARTICLES = {"da", "de", "do", "das", "dos", "e"}
-
-
-def _strip_accents(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
 def validate_name(answer: str, **_: Any) -> Validation:
