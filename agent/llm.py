@@ -25,6 +25,8 @@ from typing import Any
 import openai
 from django.conf import settings
 
+from channels.http import retry_after_seconds
+
 logger = logging.getLogger(__name__)
 
 TOOLS: list[dict[str, Any]] = [
@@ -156,14 +158,10 @@ def _error_kind(exc: Exception) -> str:
 
 
 def _retry_after(exc: Exception) -> float | None:
+    # openai's errors carry its own HTTP client's response (not httpx's), with
+    # the same `headers`.
     response = getattr(exc, "response", None)
-    if response is None:
-        return None
-    value = response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return retry_after_seconds(response) if response is not None else None
 
 
 def _create(

@@ -7,9 +7,10 @@ forgotten and tests have one seam (`transport=`) to swap the network for
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from django.conf import settings
@@ -57,7 +58,12 @@ def post_json(
         return SendResult.failed(ErrorKind.TRANSIENT, f"network error: {type(exc).__name__}: {exc}")
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
+class _HasHeaders(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def retry_after_seconds(response: _HasHeaders) -> float | None:
     """Retry-After in seconds (delta form or HTTP date); None when absent or unreadable."""
     raw = response.headers.get("Retry-After", "").strip()
     if not raw:
