@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent.models import AgentProfile
+from agent.services import profile_for
 from channels.models import Chip, Provider
 from channels.services import webhook_receive
 from conversations.ingest import conversation_get_or_open, lead_resolve
@@ -116,7 +117,8 @@ def sandbox_transcript(*, chip_id: int | str, phone: str) -> dict[str, Any]:
     if conversation is None:
         return {"conversation": None, "messages": []}
     messages = Message.objects.filter(conversation=conversation).order_by("created_at", "pk")
-    profile = conversation.agent_profile or conversation.chip.agent_profile
+    # The profile that really answers (services.profile_for), not a guess of it.
+    profile = profile_for(conversation=conversation)
     return {
         "conversation": {
             "id": conversation.pk,
