@@ -3,21 +3,44 @@
 Every provider call goes through a client made here, so timeouts are never
 forgotten and tests have one seam (`transport=`) to swap the network for
 `httpx.MockTransport` or to point at a local fake server.
+
+The default transport connects only to public addresses (see
+`channels.provider_urls`): the address is checked when the socket is opened,
+on the very address it connects to, so a chip URL whose host name resolves
+to an internal address, now or after it was saved, is never called. Provider
+error text kept on messages and chips is short and printable.
 """
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
+import httpcore
 import httpx
 from django.conf import settings
+from django.utils.translation import gettext
 
-from channels.providers.base import ErrorKind, SendResult
+from channels.provider_urls import UnsafeProviderURL, provider_url_check, public_addresses
+from channels.providers.base import ErrorKind, SendResult, printable_excerpt
 
 USER_AGENT = "sdr-ops/1.0 (+outbox)"
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The process's one TLS context, shared by every outbound client.
+
+    httpx builds a new one (reading the whole CA bundle) for every client it
+    creates, even for a plain-http URL: per send, per typing call and per
+    model call that was half of an agent worker's time under load
+    (bench/README.md, reply latency). Made on first use, in the worker.
+    """
+    return httpx.create_ssl_context()
 
 
 def provider_timeout() -> httpx.Timeout:
@@ -26,11 +49,30 @@ def provider_timeout() -> httpx.Timeout:
     )
 
 
+class _PublicOnlyBackend(httpcore.SyncBackend):
+    """Opens TCP connections only to public addresses (unless PROVIDER_ALLOW_PRIVATE_URLS)."""
+
+    def connect_tcp(self, host: str, port: int, **kwargs: Any) -> httpcore.NetworkStream:
+        if not settings.PROVIDER_ALLOW_PRIVATE_URLS:
+            # Connect to the address just checked, not to a second resolution
+            # of the name; TLS still verifies the certificate for `host`.
+            host = public_addresses(host, port)[0]
+        return super().connect_tcp(host, port, **kwargs)
+
+
+def public_only_transport() -> httpx.HTTPTransport:
+    """httpx's transport with the connection-time address check."""
+    transport = httpx.HTTPTransport(verify=tls_context())
+    # httpx does not expose httpcore's network_backend; its pool keeps it here.
+    transport._pool._network_backend = _PublicOnlyBackend()
+    return transport
+
+
 def provider_client(*, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """An httpx client for provider APIs; the caller closes it (use it as a context manager)."""
     return httpx.Client(
         timeout=provider_timeout(),
-        transport=transport,
+        transport=transport or public_only_transport(),
         headers={"User-Agent": USER_AGENT},
         # Providers answer sends directly; a redirect would mean a wrong base URL.
         follow_redirects=False,
@@ -49,9 +91,16 @@ def post_json(
 
     Adapters then classify the response they got; they never raise for the
     provider's answers, so the outbox is the only place that decides retries.
+    A URL that may not be called is an AUTH-kind failure: a configuration
+    error that ops fix on the chip (retried, and the circuit breaker alerts).
     """
     try:
+        provider_url_check(url, resolve=False)
         return client.post(url, json=json, headers=headers, params=params)
+    except UnsafeProviderURL as exc:
+        return SendResult.failed(
+            ErrorKind.AUTH, gettext("provider URL blocked: %(reason)s") % {"reason": exc}
+        )
     except httpx.TimeoutException as exc:
         return SendResult.failed(ErrorKind.TRANSIENT, f"timeout: {type(exc).__name__}")
     except httpx.HTTPError as exc:
@@ -110,6 +159,6 @@ def classify_status(response: httpx.Response, error: str) -> SendResult:
     return SendResult.failed(ErrorKind.PERMANENT, error, http_status=status)
 
 
-def body_excerpt(response: httpx.Response, limit: int = 500) -> str:
-    text = response.text or ""
-    return text[:limit]
+def body_excerpt(response: httpx.Response, limit: int = 200) -> str:
+    """The start of an answer's body, for an error message: short, one printable line."""
+    return printable_excerpt(response.text or "", limit)

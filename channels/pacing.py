@@ -1,10 +1,16 @@
-"""How fast and when a chip may send: interval with jitter, daily cap, warm-up, window.
+"""How fast and when a chip may send, by purpose.
 
-Pacing protects the number, so it applies to what the business starts:
-campaign and follow-up messages obey the send window, the daily cap and its
-warm-up ramp, and need `can_prospect` / `can_follow_up`. Replies to a lead who
-wrote (agent, human, system) go whenever the chip is free, but still respect
-the minimum interval: two sends on one chip are never closer than that.
+Pacing protects the number from looking like a spammer, so the chip's
+minimum interval with jitter, the send window, the daily cap with its warm-up
+ramp and `can_prospect` / `can_follow_up` apply to what the business starts
+(campaign and follow-up messages), counted between those sends only.
+
+Messages that answer a lead who wrote (agent replies, flow questions, system
+notices, a human's reply) go in seconds: the parts of one reply are a short
+human-like gap apart (scaled by the next part's length, within bounds), and a
+per-chip ceiling on replies per minute only bites under a real flood. A
+campaign never delays a reply: replies are claimed first and never wait for
+the campaign interval.
 """
 
 from __future__ import annotations
@@ -27,10 +33,14 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce
+from django.utils.translation import gettext
 
 from channels.models import Chip
 
 PROACTIVE_PURPOSES = frozenset({"campaign", "follow_up"})
+# Answers to a lead who wrote: paced by the reply rules, not the chip interval.
+LIVE_PURPOSES = frozenset({"reply", "system", "human"})
+REPLY_WINDOW = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -101,30 +111,65 @@ def chip_proactive_block(chip: Chip, *, now: datetime) -> Block | None:
     opens = chip_window_opens_at(chip, now=now)
     if opens is not None:
         return Block(
-            reason=f"Fora da janela de envio do chip (abre {opens:%d/%m %H:%M})", until=opens
+            reason=gettext("Outside the chip's send window (opens %(opens)s)")
+            % {"opens": f"{opens:%d/%m %H:%M}"},
+            until=opens,
         )
     local_today = now.astimezone(chip_zone(chip)).date()
     cap = chip_daily_cap(chip, today=local_today)
     if chip_sent_today(chip, now=now) >= cap:
         tomorrow = chip_local_midnight(chip, now=now) + timedelta(days=1)
         until = chip_window_opens_at(chip, now=tomorrow) or tomorrow
-        return Block(reason=f"Limite diário do chip atingido ({cap})", until=until)
+        return Block(
+            reason=gettext("Chip's daily cap reached (%(cap)d)") % {"cap": cap}, until=until
+        )
     return None
 
 
 def chip_purpose_block(chip: Chip, *, purpose: str) -> str | None:
-    """The chip-level permission a purpose needs, as a pt-BR reason when missing."""
+    """The chip-level permission a purpose needs, as a translated reason when missing."""
     if purpose == "campaign" and not chip.can_prospect:
-        return "Chip sem permissão para prospectar"
+        return gettext("Chip not allowed to prospect")
     if purpose == "follow_up" and not chip.can_follow_up:
-        return "Chip sem permissão para follow-up"
+        return gettext("Chip not allowed to follow up")
     return None
 
 
-def chip_next_send_at(chip: Chip, *, after: datetime) -> datetime:
-    """The earliest next send after one that finished at `after`: interval plus jitter."""
+def chip_next_proactive_at(chip: Chip, *, after: datetime) -> datetime:
+    """The earliest next business-initiated send after one that finished at `after`."""
     jitter = random.uniform(0, chip.jitter_seconds) if chip.jitter_seconds else 0.0  # noqa: S311
     return after + timedelta(seconds=chip.min_interval_seconds + jitter)
+
+
+def chip_reply_ready_at(chip: Chip, *, now: datetime) -> datetime | None:
+    """None when the chip may send a reply now; otherwise when its reply ceiling resets.
+
+    A fixed one-minute window counted on the chip row (locked by the claim):
+    a burst of up to the ceiling goes at once, and only a sustained flood waits.
+    """
+    started = chip.reply_window_started_at
+    if started is None or started + REPLY_WINDOW <= now:
+        return None
+    if chip.reply_window_count < settings.OUTBOX_REPLY_MAX_PER_MINUTE:
+        return None
+    return started + REPLY_WINDOW
+
+
+def chip_reply_count(chip: Chip, *, now: datetime) -> list[str]:
+    """Count one reply against the chip's ceiling; the fields the caller must save."""
+    started = chip.reply_window_started_at
+    if started is None or started + REPLY_WINDOW <= now:
+        chip.reply_window_started_at, chip.reply_window_count = now, 1
+    else:
+        chip.reply_window_count += 1
+    return ["reply_window_started_at", "reply_window_count"]
+
+
+def reply_part_gap(body: str) -> timedelta:
+    """The pause before the next part of a reply: as if a person typed it, within bounds."""
+    seconds = len(body) * settings.OUTBOX_REPLY_GAP_SECONDS_PER_CHAR
+    low, high = settings.OUTBOX_REPLY_GAP_MIN_SECONDS, settings.OUTBOX_REPLY_GAP_MAX_SECONDS
+    return timedelta(seconds=min(max(seconds, low), high))
 
 
 def chips_with_sent_today(queryset: QuerySet[Chip], *, now: datetime) -> QuerySet[Chip]:

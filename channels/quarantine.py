@@ -8,66 +8,42 @@ the same steps as services, shared by the outbox, the admin and commands.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from channels.models import Chip
-
-if TYPE_CHECKING:
-    from campaigns.models import Campaign
 
 logger = logging.getLogger(__name__)
 
 # Chips in these states send nothing; their messages wait.
 NOT_SENDING_STATUSES = (Chip.Status.BANNED, Chip.Status.DISCONNECTED)
 
-
-def _usable_for(campaign: Campaign, chip: Chip) -> bool:
-    from campaigns.models import Campaign
-
-    if chip.status in (*NOT_SENDING_STATUSES, Chip.Status.RESTRICTED):
-        return False
-    if campaign.kind == Campaign.Kind.FOLLOW_UP:
-        return chip.can_follow_up
-    return chip.can_prospect
+# What higher layers do when a chip stops sending what the business starts
+# (campaigns move its unsent first messages to healthy chips, or pause).
+# Called inside the caller's transaction with the chip locked and its new
+# permissions already set on the instance; each returns the names of what it
+# paused, for the alert. Registered in the higher app's AppConfig.ready.
+ChipRevokedHook = Callable[[Chip, str, datetime], list[str]]
+CHIP_REVOKED_HOOKS: list[ChipRevokedHook] = []
 
 
-def campaigns_pause_without_usable_chip(
-    *, chip: Chip, reason: str, now: datetime | None = None
-) -> list[Campaign]:
-    """Pause the active campaigns of `chip` that have no other chip able to send them.
-
-    Call after `chip` lost its permissions (its in-memory state is what counts).
-    """
-    from campaigns.models import Campaign
-
-    now = now or timezone.now()
-    paused = []
-    active = Campaign.objects.filter(
-        chips=chip, status__in=[Campaign.Status.RUNNING, Campaign.Status.SCHEDULED]
-    ).prefetch_related("chips")
-    for campaign in active:
-        if any(
-            _usable_for(campaign, other) for other in campaign.chips.all() if other.pk != chip.pk
-        ):
-            continue
-        updated = Campaign.objects.filter(
-            pk=campaign.pk, status__in=[Campaign.Status.RUNNING, Campaign.Status.SCHEDULED]
-        ).update(status=Campaign.Status.PAUSED, paused_at=now, paused_reason=reason[:200])
-        if updated:
-            paused.append(campaign)
+def chip_revoked_notify(*, chip: Chip, reason: str, now: datetime) -> list[str]:
+    paused: list[str] = []
+    for hook in CHIP_REVOKED_HOOKS:
+        paused += hook(chip, reason, now)
     return paused
 
 
-def chip_quarantine(chip: Chip, *, error: str, now: datetime) -> tuple[bool, list[Campaign]]:
+def chip_quarantine(chip: Chip, *, error: str, now: datetime) -> tuple[bool, list[str]]:
     """The provider restricted the number. `chip` is locked by the caller, who saves it.
 
-    Returns (first time, paused campaigns); the returned fields changed are
-    status, status_changed_at, can_prospect, can_follow_up.
+    Returns (first time, names of paused campaigns); the returned fields
+    changed are status, status_changed_at, can_prospect, can_follow_up.
     """
     first_time = chip.status != Chip.Status.RESTRICTED
     if first_time:
@@ -75,8 +51,10 @@ def chip_quarantine(chip: Chip, *, error: str, now: datetime) -> tuple[bool, lis
         chip.status_changed_at = now
     chip.can_prospect = False
     chip.can_follow_up = False
-    paused = campaigns_pause_without_usable_chip(
-        chip=chip, reason=f"Chip {chip.name} restrito pelo provedor", now=now
+    paused = chip_revoked_notify(
+        chip=chip,
+        reason=gettext("Chip %(chip)s restricted by the provider") % {"chip": chip.name},
+        now=now,
     )
     return first_time, paused
 
@@ -84,14 +62,13 @@ def chip_quarantine(chip: Chip, *, error: str, now: datetime) -> tuple[bool, lis
 QUARANTINE_FIELDS = ["status", "status_changed_at", "can_prospect", "can_follow_up"]
 
 
-def chip_block(
-    *, chips: QuerySet[Chip], reason: str = "Bloqueado pela operação"
-) -> tuple[int, int]:
+def chip_block(*, chips: QuerySet[Chip], reason: str | None = None) -> tuple[int, int]:
     """Stop prospecting and follow-ups on these chips; pause campaigns left without a chip.
 
     Replies to leads who write keep flowing. Returns (chips blocked, campaigns paused).
     """
     now = timezone.now()
+    reason = reason or gettext("Blocked by operations")
     blocked = paused = 0
     with transaction.atomic():
         for chip in _locked(chips):
@@ -101,9 +78,7 @@ def chip_block(
             chip.can_follow_up = False
             chip.save(update_fields=["can_prospect", "can_follow_up", "updated_at"])
             paused += len(
-                campaigns_pause_without_usable_chip(
-                    chip=chip, reason=f"Chip {chip.name}: {reason}", now=now
-                )
+                chip_revoked_notify(chip=chip, reason=f"Chip {chip.name}: {reason}", now=now)
             )
     logger.warning("chips blocked: %s; campaigns paused: %s", blocked, paused)
     return blocked, paused

@@ -1,7 +1,7 @@
 """Webhook intake and processing: the writes behind the webhook view, the task and the admin.
 
 Intake (`webhook_receive`) authenticates, stores one `WebhookEvent` per
-delivery and enqueues its processing after commit; it does nothing slow.
+delivery and queues its processing, in one commit; it does nothing slow.
 Processing (`webhook_event_process`) normalizes the stored payload through the
 provider's adapter and ingests the events. The stored event, not the broker,
 is the unit of work: a lost task is found again by `webhook_events_requeue_stuck`.
@@ -11,23 +11,30 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
+from channels.chip_cache import chip_for_webhook
+from channels.event_store import webhook_event_insert
+from channels.intake_limits import intake_admit
 from channels.models import Chip, Provider, WebhookEvent
 from channels.providers.base import PayloadError, ProviderAdapter, get_adapter
 from conversations.ingest import event_ingest
+from core.db import db_error_is_transient, db_retry_transient
 from core.metrics import counter_inc
 
 logger = logging.getLogger(__name__)
 
 PROCESS_TASK = "channels.tasks.process_webhook_event"
-STUCK_AFTER = timedelta(seconds=60)
 SWEEP_BATCH = 500
 
 # Header values we never keep: they are credentials.
@@ -74,21 +81,70 @@ class WebhookInvalid(WebhookError):
     code = "invalid"
 
 
+class WebhookWrongInstance(WebhookError):
+    """Authenticated, but the body is another provider instance's: not this chip's to keep."""
+
+    status_code = 422
+    code = "wrong_instance"
+
+
+class WebhookRateLimited(WebhookError):
+    """Over the chip's intake limits: the provider should deliver again after `retry_after`."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class Intake:
     event: WebhookEvent
     created: bool
 
 
+# Every outcome webhook_events_total may carry; labels are never taken from a body.
+_OUTCOMES = frozenset(
+    {
+        "accepted",
+        "duplicate",
+        "invalid",
+        "unauthenticated",
+        "forbidden",
+        "wrong_instance",
+        "rate_limited",
+        "processed",
+        "ignored",
+        "failed",
+    }
+)
+
+
+# Provider.values builds a new list at every read; intake asks twice per delivery.
+_PROVIDERS = frozenset(Provider.values)
+
+
 def _count(provider: str, event: str, outcome: str) -> None:
-    counter_inc("webhook_events_total", {"provider": provider, "event": event, "outcome": outcome})
+    """Count a delivery with bounded labels: known provider, documented event, fixed outcome."""
+    if provider in _PROVIDERS:
+        event = get_adapter(provider).metric_event(event)
+    else:
+        provider, event = "other", "other" if event else ""
+    labels = {
+        "provider": provider,
+        "event": event,
+        "outcome": outcome if outcome in _OUTCOMES else "other",
+    }
+    counter_inc("webhook_events_total", labels)
 
 
 def webhook_chip_get(*, provider: str, chip_key: str) -> tuple[Chip, ProviderAdapter]:
     """The chip a webhook URL names, with its adapter; WebhookNotFound otherwise."""
-    if provider not in Provider.values:
+    if provider not in _PROVIDERS:
         raise WebhookNotFound("unknown provider")
-    chip = Chip.objects.filter(provider=provider, webhook_key=chip_key).first()
+    chip = chip_for_webhook(provider=provider, chip_key=chip_key)
     if chip is None:
         raise WebhookNotFound("unknown chip")
     return chip, get_adapter(provider)
@@ -112,23 +168,45 @@ def webhook_authenticate(
 def webhook_receive(
     *, provider: str, chip_key: str, headers: Mapping[str, str], body: bytes
 ) -> Intake:
-    """Authenticate and store one webhook delivery; enqueue its processing after commit.
+    """Authenticate and store one webhook delivery and queue its processing (one commit).
 
-    A retried delivery (same dedupe key) returns the stored event and enqueues nothing.
+    Authentication (the URL key, then the provider's signature or token, on
+    the raw bytes) and the chip's intake limits come before the body is
+    parsed. A retried delivery (same dedupe key) returns the stored event and
+    enqueues nothing.
     """
     chip, adapter = webhook_chip_get(provider=provider, chip_key=chip_key)
     try:
         webhook_authenticate(chip=chip, adapter=adapter, headers=headers, body=body)
+        refusal = intake_admit(chip_id=chip.pk, size=len(body))
+        if refusal is not None:
+            raise WebhookRateLimited(refusal.reason, retry_after=refusal.retry_after)
     except WebhookError as exc:
         _count(provider, "", exc.code)
         raise
     kept_headers = _headers_to_keep(headers)
 
     try:
-        payload = _storable(json.loads(body))
-    except (ValueError, UnicodeDecodeError) as exc:
-        _reject(chip=chip, payload={}, headers=kept_headers, body=body, error=f"not JSON: {exc}")
-        raise WebhookInvalid("body is not valid JSON") from exc
+        payload = payload_load(body)
+    except PayloadError as exc:
+        event = _reject(chip=chip, payload={}, headers=kept_headers, body=body, error=str(exc))
+        raise WebhookInvalid(str(exc), event_id=event.pk) from exc
+    if adapter.names_other_instance(chip, payload):
+        # Another instance's delivery sent to this chip's URL (a provider
+        # configured with the wrong URL): not ours to keep. The credential was
+        # right, so the answer must not say it was not.
+        _count(provider, "", WebhookWrongInstance.code)
+        named = str(payload.get(adapter.instance_field))[:100]
+        logger.warning(
+            "webhook for another instance at chip %s: the body names %r, the chip is %r",
+            chip.pk,
+            named,
+            chip.instance_id,
+        )
+        raise WebhookWrongInstance(
+            f"the body is for instance {named!r}, which is not this chip's instance: "
+            "set that instance's webhook to its own chip's URL; nothing was stored"
+        )
     event_type = adapter.event_type(payload)
     try:
         # Pure and fast: refusing an unknown shape now lets the provider see the 400.
@@ -149,23 +227,17 @@ def webhook_receive(
         logger.exception("webhook: %s parser crashed on a delivery; storing it", provider)
 
     dedupe_key = adapter.dedupe_key(payload, kept_headers)[:255]
-    fields = {
-        "provider": provider,
-        "event_type": event_type[:100],
-        "payload": payload,
-        "headers": kept_headers,
-    }
-    with transaction.atomic():
-        if dedupe_key:
-            # get_or_create settles a concurrent duplicate through the unique constraint.
-            event, created = WebhookEvent.objects.get_or_create(
-                chip=chip, dedupe_key=dedupe_key, defaults=fields
-            )
-        else:
-            event, created = WebhookEvent.objects.create(chip=chip, **fields), True
-        if created:
-            event_id = event.pk
-            transaction.on_commit(lambda: webhook_event_enqueue(event_id=event_id), robust=True)
+    event = WebhookEvent(
+        chip=chip,
+        provider=provider,
+        event_type=event_type[:100],
+        dedupe_key=dedupe_key,
+        payload=payload,
+        headers=kept_headers,
+    )
+    created = _event_store(event)
+    if not created:
+        event = WebhookEvent.objects.get(chip=chip, dedupe_key=dedupe_key)
     outcome = "accepted" if created else "duplicate"
     _count(provider, event.event_type, outcome)
     logger.info(
@@ -177,6 +249,34 @@ def webhook_receive(
         outcome,
     )
     return Intake(event=event, created=created)
+
+
+def _event_store(event: WebhookEvent) -> bool:
+    """Store a new delivery and queue its processing in one commit; False for a duplicate.
+
+    With the ORM broker the task row joins the event's transaction (one commit
+    for both, and no task without its event or event without its task). Other
+    brokers are not the database: the task is pushed after the commit, and if
+    that push is lost the sweep finds the event still `received`.
+    """
+    if _enqueue_joins_transaction():
+        with transaction.atomic():
+            created = webhook_event_insert(event)
+            if created:
+                webhook_event_enqueue(event_id=event.pk)
+        return created
+    # One statement in autocommit: one round trip, one commit.
+    created = webhook_event_insert(event)
+    if created:
+        event_id = event.pk
+        transaction.on_commit(lambda: webhook_event_enqueue(event_id=event_id), robust=True)
+    return created
+
+
+def _enqueue_joins_transaction() -> bool:
+    from django_q.conf import Conf
+
+    return Conf.ORM == DEFAULT_DB_ALIAS and not Conf.BROKER_CLASS and not Conf.SYNC
 
 
 def _reject(
@@ -212,18 +312,72 @@ def _headers_to_keep(headers: Mapping[str, str]) -> dict[str, str]:
     return _storable(kept)
 
 
-def _storable(value: Any) -> Any:
+# The only ways a UTF-8 JSON text yields a character PostgreSQL cannot store: a
+# \u0000 or \uD800-\uDFFF escape, or a surrogate's UTF-8 bytes (json decodes
+# bytes with "surrogatepass").
+_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
+
+
+def payload_load(body: bytes) -> Any:
+    """The body as a JSON value PostgreSQL can store; PayloadError when it is not one.
+
+    Refuses what would crash later instead of now: nesting beyond
+    WEBHOOK_MAX_JSON_DEPTH (Python's recursion limit in json, our readers and
+    the database driver), and NaN/Infinity (not JSON; jsonb refuses them).
+    """
+    try:
+        value = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except PayloadError:
+        raise
+    except RecursionError as exc:
+        raise PayloadError("JSON nested too deeply") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"body is not JSON: {exc}") from exc
+    max_depth = settings.WEBHOOK_MAX_JSON_DEPTH
+    if (
+        b"\x00" not in body  # UTF-8: json reads UTF-16 and UTF-32 too
+        and body.count(b"{") + body.count(b"[") <= max_depth
+        and not _UNSTORABLE.search(body)
+    ):
+        # Neither nested too deep nor holding what PostgreSQL refuses: the
+        # common case skips walking the whole value (a third of intake's parsing).
+        return value
+    return _storable(value, max_depth=max_depth)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # 1e999 parses as Infinity, which neither JSON nor jsonb can hold.
+        raise PayloadError("number out of range")
+    return value
+
+
+def _storable(value: Any, max_depth: int = 8, _depth: int = 0) -> Any:
     """The JSON value PostgreSQL can store: no NUL characters, no lone surrogates.
 
     jsonb and text reject both; a provider's odd byte must not turn into a 5xx
-    (the provider would retry it forever).
+    (the provider would retry it forever). Containers nested deeper than
+    `max_depth` and infinite numbers raise PayloadError (the recursion stays shallow).
     """
     if isinstance(value, str):
         return value.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "")
-    if isinstance(value, dict):
-        return {_storable(key): _storable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_storable(item) for item in value]
+    if isinstance(value, dict | list):
+        if _depth >= max_depth:
+            raise PayloadError(f"JSON nested deeper than {max_depth} levels")
+        if isinstance(value, dict):
+            return {
+                _storable(key): _storable(item, max_depth, _depth + 1)
+                for key, item in value.items()
+            }
+        return [_storable(item, max_depth, _depth + 1) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        # 1e999 parses as Infinity, which neither JSON nor jsonb can hold.
+        raise PayloadError("number out of range")
     return value
 
 
@@ -231,7 +385,9 @@ def webhook_event_enqueue(*, event_id: int) -> None:
     """Queue the processing of one stored event (the sweep retries if this is lost)."""
     from django_q.tasks import async_task
 
-    async_task(PROCESS_TASK, event_id, group="webhooks")
+    from core.brokers import fast_cluster
+
+    async_task(PROCESS_TASK, event_id, group="webhooks", cluster=fast_cluster(), save=False)
 
 
 # --- Processing ---------------------------------------------------------------------------
@@ -243,10 +399,39 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> str:
     Idempotent: without `force`, only events still `received` are processed; with
     `force` (the admin's reprocess) any event is re-run, and the ingest's own
     constraints keep that from duplicating anything.
+
+    A transient database error (a deadlock with a worker writing on the same
+    chip, a lock timeout, a lost connection) is retried; if it persists the
+    event stays `received`, for the sweep, instead of failing a lead's message.
     """
+    try:
+        if not force:
+            # Committed at once, apart from the processing: the sweep tells a
+            # task that was taken up and died from one still waiting in line.
+            _claim(event_id)
+        status = db_retry_transient(lambda: _process_once(event_id=event_id, force=force))
+    except Exception as exc:
+        if not db_error_is_transient(exc):
+            raise
+        logger.warning("webhook event %s left for the sweep: %s", event_id, type(exc).__name__)
+        return WebhookEvent.Status.RECEIVED
+    return status
+
+
+def _claim(event_id: int) -> None:
+    db_retry_transient(
+        lambda: WebhookEvent.objects.filter(
+            pk=event_id, status=WebhookEvent.Status.RECEIVED
+        ).update(claimed_at=timezone.now())
+    )
+
+
+def _process_once(*, event_id: int, force: bool) -> str:
     with transaction.atomic():
+        # Only the event row: locking the joined chip too deadlocked with the
+        # agent inserting a reply on the same chip (FOR KEY SHARE on it).
         event = (
-            WebhookEvent.objects.select_for_update()
+            WebhookEvent.objects.select_for_update(of=("self",))
             .select_related("chip")
             .filter(pk=event_id)
             .first()
@@ -255,6 +440,10 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> str:
             return "missing"
         if not force and event.status != WebhookEvent.Status.RECEIVED:
             return event.status
+        if _never_parsed(event):
+            # Nothing to normalize: its error (not JSON, too deep, …) stays the
+            # reason, not what the parser would say of the empty payload.
+            return event.status
         event.attempts += 1
         try:
             with transaction.atomic():
@@ -262,6 +451,8 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> str:
         except PayloadError as exc:
             status, error = WebhookEvent.Status.INVALID, str(exc)
         except Exception as exc:
+            if db_error_is_transient(exc):
+                raise  # the whole transaction is tried again
             # Kept on the event for the ops and for "reprocess"; never lost silently.
             logger.exception("webhook event %s failed", event.pk)
             status, error = WebhookEvent.Status.FAILED, f"{type(exc).__name__}: {exc}"
@@ -271,6 +462,11 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> str:
         event.save(update_fields=["status", "error", "attempts", "processed_at"])
     _count(event.provider, event.event_type, status)
     return status
+
+
+def _never_parsed(event: WebhookEvent) -> bool:
+    """Refused at intake before its body became JSON (`_reject` keeps an empty payload)."""
+    return event.status == WebhookEvent.Status.INVALID and event.payload == {}
 
 
 def _normalize_and_ingest(event: WebhookEvent) -> tuple[str, str]:
@@ -294,18 +490,33 @@ def webhook_events_reprocess(*, event_ids: Iterable[int]) -> dict[str, int]:
     return counts
 
 
-def webhook_events_requeue_stuck(*, older_than: timedelta = STUCK_AFTER) -> int:
-    """Enqueue again every event still `received` after `older_than` (its task was lost)."""
-    cutoff = timezone.now() - older_than
+def webhook_events_requeue_stuck(*, now: datetime | None = None) -> int:
+    """Queue again the events whose processing task was lost; never one still in line.
+
+    Lost is: taken up by a worker that did not finish it within
+    WEBHOOK_CLAIM_STALE_SECONDS (the worker died, or the database went away
+    for longer than the worker's retries), or never taken up at all within
+    WEBHOOK_TASK_LOST_SECONDS of being queued (the broker dropped it). A
+    backlog waiting in the queue is left alone, so the sweep cannot amplify
+    it; each re-queue restarts the event's clock.
+    """
+    now = now or timezone.now()
+    claim_stale = now - timedelta(seconds=settings.WEBHOOK_CLAIM_STALE_SECONDS)
+    task_lost = now - timedelta(seconds=settings.WEBHOOK_TASK_LOST_SECONDS)
+    taken_up = Q(claimed_at__isnull=False, claimed_at__gte=F("queued_at"))
+    lost = (taken_up & Q(claimed_at__lt=claim_stale)) | (~taken_up & Q(queued_at__lt=task_lost))
     event_ids = list(
-        WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED, received_at__lt=cutoff)
-        .order_by("received_at")
+        WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED)
+        .filter(lost)
+        .order_by("queued_at")
         .values_list("pk", flat=True)[:SWEEP_BATCH]
     )
+    if not event_ids:
+        return 0
+    WebhookEvent.objects.filter(pk__in=event_ids).update(queued_at=now)
     for event_id in event_ids:
         webhook_event_enqueue(event_id=event_id)
-    if event_ids:
-        logger.warning("re-enqueued %d webhook events stuck in 'received'", len(event_ids))
+    logger.warning("re-enqueued %d webhook events whose task was lost", len(event_ids))
     return len(event_ids)
 
 

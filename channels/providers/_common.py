@@ -39,9 +39,12 @@ def epoch_to_datetime(value: Any) -> datetime | None:
     """Seconds or milliseconds since the epoch (int, str or Baileys' {low, high})."""
     if isinstance(value, Mapping):
         value = value.get("low")
+    if isinstance(value, bool):
+        return None
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        # OverflowError: JSON's Infinity/-Infinity.
         return None
     if number <= 0:
         return None
@@ -84,29 +87,42 @@ def as_mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def as_list(value: Any) -> list[Any]:
+    """A list field, or nothing; for the lenient readers (event type, dedupe key)."""
+    return value if isinstance(value, list) else []
+
+
+def require_list(container: Mapping[str, Any], field: str, what: str) -> list[Any]:
+    """`container[field]` when it is a list, [] when absent or null; PayloadError otherwise."""
+    value = container.get(field)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PayloadError(f"{what}: `{field}` must be a list")
+    return value
+
+
+# Ids and addresses are stored in 255-character columns (message ids, lead identities).
+ID_MAX_LENGTH = 255
+
+
+def id_or_empty(value: Any, what: str) -> str:
+    """An id or address field: a string or a number, at most 255 characters; "" when absent.
+
+    Anything else (an object, a list, a boolean, a huge string) is a shape the
+    provider never sends: PayloadError, so the intake answers 400.
+    """
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise PayloadError(f"{what} must be a string")
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > ID_MAX_LENGTH:
+        raise PayloadError(f"{what} longer than {ID_MAX_LENGTH} characters")
+    return text
+
+
 def as_str(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else str(value)
-
-
-def json_object(body: bytes) -> Mapping[str, Any] | None:
-    """The body as a JSON object, or None; used by verify() to read an instance id."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, Mapping) else None
-
-
-def names_other_instance(body: bytes, *, field: str, instance_id: str) -> bool:
-    """True when the body names an instance that is not this chip's.
-
-    The unsigned providers put their instance id in every body; a delivery
-    for another instance at this chip's URL is refused, not ingested.
-    """
-    if not instance_id:
-        return False
-    data = json_object(body)
-    instance = as_str(data.get(field)) if data else ""
-    return bool(instance) and instance != instance_id

@@ -13,7 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.utils.translation import gettext
 
 if TYPE_CHECKING:
     import httpx
@@ -93,6 +96,21 @@ class ErrorKind(StrEnum):
     PERMANENT = "permanent"  # bad request and anything else that will not get better
 
 
+# Provider error text kept on messages, attempts and chips (and shown in the
+# admin) is at most this long: enough to diagnose, too short to read internal
+# pages through a misconfigured URL.
+ERROR_MAX_CHARS = 300
+
+
+def printable_excerpt(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, control characters escaped, on one line."""
+    cut = text[:limit]
+    cleaned = "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in cut
+    )
+    return cleaned + ("…" if len(text) > limit else "")
+
+
 @dataclass(frozen=True)
 class SendResult:
     ok: bool
@@ -120,7 +138,7 @@ class SendResult:
         return cls(
             ok=False,
             error_kind=kind,
-            error=error,
+            error=printable_excerpt(error, ERROR_MAX_CHARS),
             error_code=error_code,
             http_status=http_status,
             retry_after=retry_after,
@@ -149,14 +167,37 @@ class ProviderAdapter(ABC):
     # True when the provider signs every request (Meta); the others carry a
     # credential only when the chip is configured with one.
     always_signed: ClassVar[bool] = False
+    # The body field naming the provider's instance (unsigned providers), so a
+    # delivery meant for another instance is refused at this chip's URL.
+    instance_field: ClassVar[str] = ""
+    # The event names this provider documents (matched ignoring case); any other event
+    # type is counted as "other" so a sender cannot create metric series.
+    known_events: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
         """True when the request really comes from the provider for this chip.
 
         The URL's secret `chip.webhook_key` has already matched; this checks the
-        provider's own signature or token where it has one. Constant-time compares.
+        provider's own signature or token where it has one, on the raw bytes:
+        it never parses the body (authentication comes before parsing).
+        Constant-time compares; never raises on odd header values.
         """
+
+    def names_other_instance(self, chip: Chip, payload: Any) -> bool:
+        """True when the parsed body names an instance that is not this chip's."""
+        if not self.instance_field or not chip.instance_id or not isinstance(payload, Mapping):
+            return False
+        instance = payload.get(self.instance_field)
+        if instance is None or instance == "":
+            return False
+        return str(instance) != chip.instance_id
+
+    def metric_event(self, event_type: str) -> str:
+        """`event_type` as a metric label: a documented event name, or "other"."""
+        if not event_type:
+            return ""
+        return _by_lowercase(self.known_events).get(event_type.lower(), "other")
 
     @abstractmethod
     def parse_inbound(self, payload: Any, headers: Mapping[str, str]) -> list[InboundEvent]:
@@ -166,24 +207,42 @@ class ProviderAdapter(ABC):
         """
 
     def event_type(self, payload: Any) -> str:
-        """The provider's own name for the event, for filtering in the admin."""
+        """The provider's own name for the event, for filtering in the admin.
+
+        Total: any JSON value gives a string, never an exception.
+        """
         return ""
 
     def dedupe_key(self, payload: Any, headers: Mapping[str, str]) -> str:
-        """A key equal across retries of the same delivery; empty if none."""
+        """A key equal across retries of the same delivery; empty if none. Total too."""
         return ""
 
     def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
         """Send a text message to `to` (an address the provider accepts)."""
         raise NotImplementedError(f"{self.name}: sending is not implemented")
 
+    def send_typing(
+        self, chip: Chip, *, to: str, message_id: str, client: httpx.Client
+    ) -> bool | None:
+        """Show the lead "digitando…" (marking `message_id` read where the provider ties
+        the two); True if accepted, False if not, None when the provider offers no such call.
+        """
+        return None
+
     def send_media(
         self, chip: Chip, *, to: str, media: OutboundMedia, client: httpx.Client
     ) -> SendResult:
         """Send an image, audio, video or document by URL; permanent failure if unsupported."""
         return SendResult.failed(
-            ErrorKind.PERMANENT, f"{self.name}: envio de {media.kind} não suportado"
+            ErrorKind.PERMANENT,
+            gettext("%(provider)s: sending %(kind)s is not supported")
+            % {"provider": self.name, "kind": media.kind},
         )
+
+
+@cache
+def _by_lowercase(names: frozenset[str]) -> dict[str, str]:
+    return {name.lower(): name for name in names}
 
 
 _REGISTRY: dict[str, ProviderAdapter] = {}

@@ -16,13 +16,15 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from django.utils.translation import gettext
+
 from channels import http as provider_http
 from channels.providers._common import (
     as_mapping,
     as_str,
     epoch_to_datetime,
     header,
-    names_other_instance,
+    id_or_empty,
     payload_digest,
     phone_or_none,
     require_object,
@@ -87,6 +89,43 @@ def _normalize_event(name: str) -> str:
 class EvolutionAdapter(ProviderAdapter):
     name = "evolution"
     credential_headers = ("apikey", "Authorization")
+    instance_field = "instance"
+    # Evolution API v1/v2 webhook events (doc.evolution-api.com, "Webhooks").
+    known_events = frozenset(
+        {
+            "application.startup",
+            "qrcode.updated",
+            "connection.update",
+            "messages.set",
+            "messages.upsert",
+            "messages.update",
+            "messages.delete",
+            "send.message",
+            "contacts.set",
+            "contacts.upsert",
+            "contacts.update",
+            "presence.update",
+            "chats.set",
+            "chats.upsert",
+            "chats.update",
+            "chats.delete",
+            "groups.upsert",
+            "groups.update",
+            "group.participants.update",
+            "labels.edit",
+            "labels.association",
+            "call",
+            "typebot.start",
+            "typebot.change.status",
+            "logout.instance",
+            "remove.instance",
+        }
+    )
+
+    def send_typing(
+        self, chip: Chip, *, to: str, message_id: str, client: httpx.Client
+    ) -> bool | None:
+        return _evolution_send_typing(chip, to=to, client=client)
 
     def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
         return _evolution_send_text(chip, to=to, text=text, client=client)
@@ -97,8 +136,6 @@ class EvolutionAdapter(ProviderAdapter):
         return _evolution_send_media(chip, to=to, media=media, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
-        if names_other_instance(body, field="instance", instance_id=chip.instance_id):
-            return False
         if not chip.webhook_token:
             return True
         if same_secret(header(headers, "apikey"), chip.webhook_token):
@@ -123,7 +160,7 @@ class EvolutionAdapter(ProviderAdapter):
             if message_id:
                 return f"{event}:{message_id}"[:255]
         if event == "messages.update" and isinstance(data, Mapping):
-            message_id = _update_message_id(data)
+            message_id = as_str(_update_message_id(data))
             if message_id:
                 return f"{event}:{message_id}:{as_str(_update_status(data))}"[:255]
         return payload_digest(payload)
@@ -176,9 +213,12 @@ def _messages_upsert(data: Any) -> list[InboundEvent]:
 
 def _message(data: Mapping[str, Any]) -> InboundEvent:
     key = data.get("key")
-    if not isinstance(key, Mapping) or not key.get("id") or not key.get("remoteJid"):
+    if not isinstance(key, Mapping):
+        raise PayloadError("messages.upsert without a `key` object")
+    message_id = id_or_empty(key.get("id"), "`key.id`")
+    remote_jid = id_or_empty(key.get("remoteJid"), "`key.remoteJid`")
+    if not message_id or not remote_jid:
         raise PayloadError("messages.upsert without `key.id` / `key.remoteJid`")
-    remote_jid = as_str(key["remoteJid"])
     if remote_jid.endswith("@g.us"):
         return Ignored(reason="group message", event_type="messages.upsert")
     if remote_jid.endswith("@broadcast") or remote_jid.endswith("@newsletter"):
@@ -191,16 +231,16 @@ def _message(data: Mapping[str, Any]) -> InboundEvent:
     # The @lid case: the phone, when WhatsApp gives it, comes in a sibling field.
     candidates = [
         remote_jid,
-        as_str(key.get("remoteJidAlt")),
-        as_str(key.get("senderPn")),
-        as_str(data.get("senderPn")),
-        as_str(key.get("senderLid")),
+        id_or_empty(key.get("remoteJidAlt"), "`key.remoteJidAlt`"),
+        id_or_empty(key.get("senderPn"), "`key.senderPn`"),
+        id_or_empty(data.get("senderPn"), "`senderPn`"),
+        id_or_empty(key.get("senderLid"), "`key.senderLid`"),
     ]
     phone = next((p for p in map(phone_or_none, candidates) if p), None)
     alt_ids = tuple(dict.fromkeys(c for c in candidates[1:] if c and c != remote_jid))
 
     fields: dict[str, Any] = {
-        "provider_message_id": as_str(key["id"]),
+        "provider_message_id": message_id,
         "sender_id": remote_jid,
         "phone": phone,
         "sender_name": as_str(data.get("pushName")),
@@ -262,8 +302,8 @@ def _text_of(message: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _update_message_id(data: Mapping[str, Any]) -> str:
-    return as_str(data.get("keyId") or as_mapping(data.get("key")).get("id") or data.get("id"))
+def _update_message_id(data: Mapping[str, Any]) -> Any:
+    return data.get("keyId") or as_mapping(data.get("key")).get("id") or data.get("id")
 
 
 def _update_status(data: Mapping[str, Any]) -> Any:
@@ -275,17 +315,19 @@ def _messages_update(data: Any) -> list[InboundEvent]:
     events: list[InboundEvent] = []
     for item in items:
         item = as_mapping(item)
-        message_id = _update_message_id(item)
+        message_id = id_or_empty(_update_message_id(item), "messages.update message id")
         raw_status = _update_status(item)
-        if not message_id or raw_status is None:
-            raise PayloadError("messages.update without a message id or status")
+        if not message_id or not isinstance(raw_status, str | int) or isinstance(raw_status, bool):
+            raise PayloadError("messages.update without a message id or a status")
         if not (item.get("fromMe", as_mapping(item.get("key")).get("fromMe", True))):
             # Acks about the lead's own messages (e.g. we read them) are not news.
             events.append(Ignored(reason="ack of an inbound message", event_type="messages.update"))
             continue
         status = _ACK_STATUS.get(as_str(raw_status).upper())
         if status is None:
-            events.append(Ignored(reason=f"ack {raw_status!r}", event_type="messages.update"))
+            events.append(
+                Ignored(reason=f"ack {as_str(raw_status)[:50]!r}", event_type="messages.update")
+            )
             continue
         events.append(StatusUpdate(provider_message_id=message_id, status=status))
     return events
@@ -350,7 +392,9 @@ def _evolution_send_media(
             chip, "sendWhatsAppAudio", {"number": to, "audio": media.url}, client=client
         )
     if media.kind not in {"image", "video", "document"}:
-        return SendResult.failed(ErrorKind.PERMANENT, f"tipo de mídia não suportado: {media.kind}")
+        return SendResult.failed(
+            ErrorKind.PERMANENT, gettext("unsupported media type: %(kind)s") % {"kind": media.kind}
+        )
     body = {"number": to, "mediatype": media.kind, "media": media.url}
     if media.caption:
         body["caption"] = media.caption
@@ -361,11 +405,30 @@ def _evolution_send_media(
     return _evolution_post(chip, "sendMedia", body, client=client)
 
 
+# POST {server}/chat/sendPresence/{instance} (v2): "composing" shows "digitando…"
+# for `delay` ms, the length of a burst window plus a short model call.
+PRESENCE_MS = 8000
+
+
+def _evolution_send_typing(chip: Chip, *, to: str, client: httpx.Client) -> bool:
+    if not chip.api_base_url:
+        return False
+    outcome = provider_http.post_json(
+        client,
+        f"{chip.api_base_url.rstrip('/')}/chat/sendPresence/{chip.instance_id}",
+        json={"number": to, "presence": "composing", "delay": PRESENCE_MS},
+        headers={"apikey": chip.api_token},
+    )
+    return not isinstance(outcome, SendResult) and outcome.is_success
+
+
 def _evolution_post(
     chip: Chip, endpoint: str, body: dict[str, Any], *, client: httpx.Client
 ) -> SendResult:
     if not chip.api_base_url:
-        return SendResult.failed(ErrorKind.PERMANENT, "chip sem URL do servidor Evolution")
+        return SendResult.failed(
+            ErrorKind.PERMANENT, gettext("chip without an Evolution server URL")
+        )
     outcome = provider_http.post_json(
         client,
         f"{chip.api_base_url.rstrip('/')}/message/{endpoint}/{chip.instance_id}",
@@ -381,7 +444,8 @@ def _evolution_post(
             return SendResult.sent(message_id, http_status=outcome.status_code)
         return SendResult.failed(
             ErrorKind.PERMANENT,
-            "resposta sem key.id: " + provider_http.body_excerpt(outcome),
+            gettext("response without key.id: %(body)s")
+            % {"body": provider_http.body_excerpt(outcome)},
             http_status=outcome.status_code,
         )
     response = as_mapping(data.get("response"))
@@ -397,7 +461,7 @@ def _evolution_post(
     ):
         return SendResult.failed(
             ErrorKind.INVALID_RECIPIENT,
-            f"número não existe no WhatsApp: {description}",
+            gettext("number does not exist on WhatsApp: %(detail)s") % {"detail": description},
             http_status=outcome.status_code,
         )
     lowered = description.lower()

@@ -12,14 +12,19 @@ import hmac
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from django.utils.translation import gettext
+
 from channels import http as provider_http
 from channels.providers._common import (
+    as_list,
     as_mapping,
     as_str,
     epoch_to_datetime,
     header,
+    id_or_empty,
     payload_digest,
     phone_or_none,
+    require_list,
     require_object,
 )
 from channels.providers.base import (
@@ -57,6 +62,21 @@ class MetaAdapter(ProviderAdapter):
     name = "meta"
     credential_headers = ("X-Hub-Signature-256",)
     always_signed = True
+    known_events = frozenset(
+        {
+            "messages",
+            "statuses",
+            "phone_number_quality_update",
+            "account_update",
+            "account_alerts",
+            "batch",
+        }
+    )
+
+    def send_typing(
+        self, chip: Chip, *, to: str, message_id: str, client: httpx.Client
+    ) -> bool | None:
+        return _meta_send_typing(chip, message_id=message_id, client=client)
 
     def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
         return _meta_send_text(chip, to=to, text=text, client=client)
@@ -71,10 +91,13 @@ class MetaAdapter(ProviderAdapter):
         if not chip.app_secret:
             return False
         given = header(headers, "X-Hub-Signature-256")
-        if not given.startswith("sha256="):
+        # A hex digest is ASCII; anything else cannot match (and compare_digest
+        # refuses non-ASCII str).
+        if not given.startswith("sha256=") or not given.isascii():
             return False
         expected = hmac.new(chip.app_secret.encode(), body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(given.removeprefix("sha256=").strip().lower(), expected)
+        given_digest = given.removeprefix("sha256=").strip().lower()
+        return hmac.compare_digest(given_digest.encode(), expected.encode())
 
     def verify_handshake(self, chip: Chip, params: Mapping[str, str]) -> str | None:
         """The GET subscription check: the challenge to echo, or None to refuse."""
@@ -102,13 +125,20 @@ class MetaAdapter(ProviderAdapter):
                 fields.append(field_name)
         return ",".join(fields)[:100]
 
+    def metric_event(self, event_type: str) -> str:
+        # One delivery may batch several fields: "messages,statuses".
+        parts = event_type.split(",") if event_type else []
+        if len(parts) > 1 and all(part in self.known_events for part in parts):
+            return "batch"
+        return super().metric_event(event_type)
+
     def dedupe_key(self, payload: Any, headers: Mapping[str, str]) -> str:
         ids = []
         for change in _changes(payload, strict=False):
             value = as_mapping(change.get("value"))
-            for message in value.get("messages") or []:
+            for message in as_list(value.get("messages")):
                 ids.append("msg:" + as_str(as_mapping(message).get("id")))
-            for status in value.get("statuses") or []:
+            for status in as_list(value.get("statuses")):
                 status = as_mapping(status)
                 ids.append(f"status:{as_str(status.get('id'))}:{as_str(status.get('status'))}")
         if len(ids) == 1:
@@ -153,21 +183,21 @@ def _changes(payload: Any, *, strict: bool) -> list[Mapping[str, Any]]:
 def _messages_change(value: Mapping[str, Any]) -> list[InboundEvent]:
     events: list[InboundEvent] = []
     contacts = {}
-    for contact in value.get("contacts") or []:
+    for contact in require_list(value, "contacts", "messages change"):
         contact = as_mapping(contact)
         key = as_str(contact.get("wa_id") or contact.get("user_id"))
         contacts[key] = contact
-    for message in value.get("messages") or []:
+    for message in require_list(value, "messages", "messages change"):
         events.append(_message(as_mapping(message), contacts))
-    for status in value.get("statuses") or []:
+    for status in require_list(value, "statuses", "messages change"):
         events.append(_status(as_mapping(status)))
     return events
 
 
 def _message(message: Mapping[str, Any], contacts: Mapping[str, Any]) -> InboundEvent:
-    message_id = as_str(message.get("id"))
+    message_id = id_or_empty(message.get("id"), "message `id`")
     # Business-scoped user ids may replace the phone in `from`; keep both addresses.
-    sender = as_str(message.get("from") or message.get("from_user_id"))
+    sender = id_or_empty(message.get("from") or message.get("from_user_id"), "message `from`")
     if not message_id or not sender:
         raise PayloadError("message without `id` or `from`")
     kind_name = as_str(message.get("type"))
@@ -177,9 +207,13 @@ def _message(message: Mapping[str, Any], contacts: Mapping[str, Any]) -> Inbound
         return Ignored(reason=f"{kind_name} message", event_type=kind_name)
     contact = as_mapping(contacts.get(sender))
     alt_ids = tuple(
-        str(candidate)
-        for candidate in (contact.get("wa_id"), contact.get("user_id"), message.get("from_user_id"))
-        if candidate and str(candidate) != sender
+        address
+        for address in (
+            id_or_empty(contact.get("wa_id"), "contact `wa_id`"),
+            id_or_empty(contact.get("user_id"), "contact `user_id`"),
+            id_or_empty(message.get("from_user_id"), "message `from_user_id`"),
+        )
+        if address and address != sender
     )
     fields: dict[str, Any] = {
         "provider_message_id": message_id,
@@ -227,13 +261,13 @@ def _message(message: Mapping[str, Any], contacts: Mapping[str, Any]) -> Inbound
 
 
 def _status(status: Mapping[str, Any]) -> InboundEvent:
-    message_id = as_str(status.get("id"))
-    value = as_str(status.get("status"))
-    if not message_id or not value:
-        raise PayloadError("status without `id` or `status`")
+    message_id = id_or_empty(status.get("id"), "status `id`")
+    value = status.get("status")
+    if not message_id or not value or not isinstance(value, str):
+        raise PayloadError("status without `id` or a `status` string")
     if value not in _STATUSES:
-        return Ignored(reason=f"status {value!r}", event_type="statuses")
-    errors = [as_mapping(error) for error in status.get("errors") or []]
+        return Ignored(reason=f"status {value[:50]!r}", event_type="statuses")
+    errors = [as_mapping(error) for error in require_list(status, "errors", "status")]
     first = errors[0] if errors else {}
     detail = as_str(as_mapping(first.get("error_data")).get("details"))
     return StatusUpdate(
@@ -332,7 +366,9 @@ def _meta_send_media(
     chip: Chip, *, to: str, media: OutboundMedia, client: httpx.Client
 ) -> SendResult:
     if media.kind not in _META_MEDIA_TYPES:
-        return SendResult.failed(ErrorKind.PERMANENT, f"tipo de mídia não suportado: {media.kind}")
+        return SendResult.failed(
+            ErrorKind.PERMANENT, gettext("unsupported media type: %(kind)s") % {"kind": media.kind}
+        )
     content: dict[str, str] = {"link": media.url}
     # Meta rejects a caption on audio and stickers, and names documents.
     if media.caption and media.kind in {"image", "video", "document"}:
@@ -340,6 +376,26 @@ def _meta_send_media(
     if media.kind == "document" and media.filename:
         content["filename"] = media.filename
     return _meta_post(chip, {"type": media.kind, media.kind: content}, to=to, client=client)
+
+
+def _meta_send_typing(chip: Chip, *, message_id: str, client: httpx.Client) -> bool:
+    """Cloud API typing indicator: marks the lead's message read and shows "digitando…"
+    (up to 25 s or until our reply)."""
+    if not message_id:
+        return False
+    root = (chip.api_base_url or GRAPH_API_ROOT).rstrip("/")
+    outcome = provider_http.post_json(
+        client,
+        f"{root}/{chip.instance_id}/messages",
+        json={
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": message_id,
+            "typing_indicator": {"type": "text"},
+        },
+        headers={"Authorization": f"Bearer {chip.api_token}"},
+    )
+    return not isinstance(outcome, SendResult) and outcome.is_success
 
 
 def _meta_post(chip: Chip, message: dict[str, Any], *, to: str, client: httpx.Client) -> SendResult:
@@ -362,7 +418,8 @@ def _meta_post(chip: Chip, message: dict[str, Any], *, to: str, client: httpx.Cl
         # Accepted without an id: retrying could send twice, so do not.
         return SendResult.failed(
             ErrorKind.PERMANENT,
-            "resposta sem id de mensagem: " + provider_http.body_excerpt(outcome),
+            gettext("response without a message id: %(body)s")
+            % {"body": provider_http.body_excerpt(outcome)},
             http_status=outcome.status_code,
         )
     error = as_mapping(data.get("error"))

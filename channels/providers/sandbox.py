@@ -22,8 +22,10 @@ from channels.providers._common import (
     as_str,
     epoch_to_datetime,
     header,
+    id_or_empty,
     payload_digest,
     phone_or_none,
+    require_list,
     require_object,
     same_secret,
 )
@@ -54,6 +56,7 @@ _CONNECTION = {"pending", "connected", "disconnected", "restricted", "banned"}
 class SandboxAdapter(ProviderAdapter):
     name = "sandbox"
     credential_headers = ("X-Sandbox-Token",)
+    known_events = frozenset({"message", "status", "connection"})
 
     def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
         return _sandbox_send_text(chip, to=to, text=text, client=client)
@@ -87,14 +90,18 @@ class SandboxAdapter(ProviderAdapter):
         payload = require_object(payload)
         kind = self.event_type(payload)
         if kind == "message":
-            sender = as_str(payload.get("from"))
-            if not payload.get("id") or not sender or not isinstance(payload.get("text"), str):
+            message_id = id_or_empty(payload.get("id"), "`id`")
+            sender = id_or_empty(payload.get("from"), "`from`")
+            if not message_id or not sender or not isinstance(payload.get("text"), str):
                 raise PayloadError("message needs `id`, `from` and `text`")
+            alt_ids = [
+                id_or_empty(alt, "`alt_ids` item") for alt in require_list(payload, "alt_ids", kind)
+            ]
             if payload.get("group"):
                 return [Ignored(reason="group message", event_type=kind)]
             return [
                 InboundMessage(
-                    provider_message_id=as_str(payload["id"]),
+                    provider_message_id=message_id,
                     sender_id=sender,
                     phone=phone_or_none(sender),
                     kind="text",
@@ -102,24 +109,27 @@ class SandboxAdapter(ProviderAdapter):
                     sender_name=as_str(payload.get("name")),
                     from_me=bool(payload.get("from_me")),
                     timestamp=epoch_to_datetime(payload.get("timestamp")),
-                    alt_sender_ids=tuple(as_str(a) for a in payload.get("alt_ids") or ()),
+                    alt_sender_ids=tuple(a for a in alt_ids if a),
                 )
             ]
         if kind == "status":
-            if not payload.get("id") or payload.get("status") not in _STATUSES:
+            message_id = id_or_empty(payload.get("id"), "`id`")
+            status = payload.get("status")
+            if not message_id or not isinstance(status, str) or status not in _STATUSES:
                 raise PayloadError(f"status needs `id` and `status` in {sorted(_STATUSES)}")
             return [
                 StatusUpdate(
-                    provider_message_id=as_str(payload["id"]),
-                    status=payload["status"],
+                    provider_message_id=message_id,
+                    status=status,
                     timestamp=epoch_to_datetime(payload.get("timestamp")),
                     error=as_str(payload.get("error")),
                 )
             ]
         if kind == "connection":
-            if payload.get("status") not in _CONNECTION:
+            status = payload.get("status")
+            if not isinstance(status, str) or status not in _CONNECTION:
                 raise PayloadError(f"connection needs `status` in {sorted(_CONNECTION)}")
-            return [ConnectionUpdate(status=payload["status"], qr_code=as_str(payload.get("qr")))]
+            return [ConnectionUpdate(status=status, qr_code=as_str(payload.get("qr")))]
         if not kind:
             raise PayloadError("sandbox events need a `type`")
         return [Ignored(reason="unhandled event", event_type=kind)]

@@ -19,13 +19,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from django.utils.translation import gettext
+
 from channels import http as provider_http
 from channels.providers._common import (
     as_mapping,
     as_str,
     epoch_to_datetime,
     header,
-    names_other_instance,
+    id_or_empty,
     payload_digest,
     phone_or_none,
     require_object,
@@ -51,13 +53,23 @@ if TYPE_CHECKING:
 class WapiAdapter(ProviderAdapter):
     name = "wapi"
     credential_headers = ("Authorization", "token")
+    instance_field = "instanceId"
+    # Seen in public third-party snippets only (see the module docstring).
+    known_events = frozenset(
+        {
+            "webhookReceived",
+            "webhookDelivery",
+            "webhookStatus",
+            "webhookConnected",
+            "webhookDisconnected",
+            "webhookPresence",
+        }
+    )
 
     def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
         return _wapi_send_text(chip, to=to, text=text, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
-        if names_other_instance(body, field="instanceId", instance_id=chip.instance_id):
-            return False
         if not chip.webhook_token:
             return True
         authorization = header(headers, "Authorization")
@@ -91,7 +103,7 @@ class WapiAdapter(ProviderAdapter):
 
 
 def _message(payload: Mapping[str, Any]) -> InboundEvent | None:
-    message_id = as_str(payload.get("messageId"))
+    message_id = id_or_empty(payload.get("messageId"), "`messageId`")
     sender = as_mapping(payload.get("sender"))
     chat = as_mapping(payload.get("chat"))
     content = as_mapping(payload.get("msgContent"))
@@ -102,7 +114,9 @@ def _message(payload: Mapping[str, Any]) -> InboundEvent | None:
         return None
     from_me = bool(payload.get("fromMe"))
     # On our own messages the sender is us; the chat is the lead.
-    address = as_str(chat.get("id") if from_me else (sender.get("id") or chat.get("id")))
+    address = id_or_empty(
+        chat.get("id") if from_me else (sender.get("id") or chat.get("id")), "sender/chat `id`"
+    )
     if not message_id or not address or not isinstance(text, str):
         return None
     return InboundMessage(
@@ -148,7 +162,7 @@ def _wapi_send_text(chip: Chip, *, to: str, text: str, client: httpx.Client) -> 
     if outcome.is_success:
         return SendResult.failed(
             ErrorKind.PERMANENT,
-            f"resposta sem messageId: {description}",
+            gettext("response without messageId: %(detail)s") % {"detail": description},
             http_status=outcome.status_code,
         )
     return provider_http.classify_status(outcome, description)

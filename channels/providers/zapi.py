@@ -12,13 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from django.utils.translation import gettext
+
 from channels import http as provider_http
 from channels.providers._common import (
+    as_list,
     as_mapping,
     as_str,
     epoch_to_datetime,
     header,
-    names_other_instance,
+    id_or_empty,
     payload_digest,
     phone_or_none,
     require_object,
@@ -58,6 +61,18 @@ _MEDIA = (
 class ZapiAdapter(ProviderAdapter):
     name = "zapi"
     credential_headers = ("z-api-token",)
+    instance_field = "instanceId"
+    # Z-API's webhook callbacks (developer.z-api.io, "Webhooks").
+    known_events = frozenset(
+        {
+            "ReceivedCallback",
+            "MessageStatusCallback",
+            "DisconnectedCallback",
+            "ConnectedCallback",
+            "DeliveryCallback",
+            "PresenceChatCallback",
+        }
+    )
 
     def send_text(self, chip: Chip, *, to: str, text: str, client: httpx.Client) -> SendResult:
         return _zapi_send_text(chip, to=to, text=text, client=client)
@@ -68,8 +83,6 @@ class ZapiAdapter(ProviderAdapter):
         return _zapi_send_media(chip, to=to, media=media, client=client)
 
     def verify(self, chip: Chip, headers: Mapping[str, str], body: bytes) -> bool:
-        if names_other_instance(body, field="instanceId", instance_id=chip.instance_id):
-            return False
         if not chip.webhook_token:
             return True
         return same_secret(header(headers, "z-api-token"), chip.webhook_token)
@@ -83,7 +96,7 @@ class ZapiAdapter(ProviderAdapter):
         event = self.event_type(payload).lower()
         if event == "receivedcallback" and payload.get("messageId"):
             return f"received:{as_str(payload['messageId'])}"[:255]
-        if event == "messagestatuscallback" and isinstance(payload.get("ids"), list):
+        if event == "messagestatuscallback" and as_list(payload.get("ids")):
             ids = ",".join(as_str(i) for i in payload["ids"])
             return f"status:{as_str(payload.get('status'))}:{ids}"[:255]
         return payload_digest(payload) if event else ""
@@ -101,8 +114,8 @@ class ZapiAdapter(ProviderAdapter):
 
 
 def _received(payload: Mapping[str, Any]) -> list[InboundEvent]:
-    message_id = as_str(payload.get("messageId"))
-    phone_field = as_str(payload.get("phone"))
+    message_id = id_or_empty(payload.get("messageId"), "`messageId`")
+    phone_field = id_or_empty(payload.get("phone"), "`phone`")
     if not message_id or not phone_field:
         raise PayloadError("ReceivedCallback without `messageId` or `phone`")
     if payload.get("isGroup") or phone_field.endswith("-group"):
@@ -123,9 +136,9 @@ def _received(payload: Mapping[str, Any]) -> list[InboundEvent]:
 
     # `phone` is the chat (the lead, also when we wrote); `senderLid` is the
     # author, i.e. us on fromMe, so the lead's @lid is `chatLid` there.
-    lids = [as_str(payload.get("chatLid"))]
+    lids = [id_or_empty(payload.get("chatLid"), "`chatLid`")]
     if not from_me:
-        lids.append(as_str(payload.get("senderLid")))
+        lids.append(id_or_empty(payload.get("senderLid"), "`senderLid`"))
     alt_ids = tuple(dict.fromkeys(lid for lid in lids if lid and lid != phone_field))
     fields: dict[str, Any] = {
         "provider_message_id": message_id,
@@ -181,16 +194,20 @@ def _received(payload: Mapping[str, Any]) -> list[InboundEvent]:
 
 def _status(payload: Mapping[str, Any]) -> list[InboundEvent]:
     ids = payload.get("ids")
-    raw = as_str(payload.get("status")).upper()
-    if not isinstance(ids, list) or not ids or not raw:
-        raise PayloadError("MessageStatusCallback without `ids` or `status`")
+    raw = payload.get("status")
+    if not isinstance(ids, list) or not ids or not raw or not isinstance(raw, str):
+        raise PayloadError("MessageStatusCallback without `ids` or a `status` string")
+    ids = [id_or_empty(item, "MessageStatusCallback `ids` item") for item in ids]
+    if not all(ids):
+        raise PayloadError("MessageStatusCallback with an empty id")
+    raw = raw.upper()
     if payload.get("isGroup"):
         return [Ignored(reason="group message status", event_type="MessageStatusCallback")]
     status = _STATUS.get(raw)
     if status is None:
-        return [Ignored(reason=f"status {raw}", event_type="MessageStatusCallback")]
+        return [Ignored(reason=f"status {raw[:50]}", event_type="MessageStatusCallback")]
     when = epoch_to_datetime(payload.get("momment"))
-    return [StatusUpdate(provider_message_id=as_str(i), status=status, timestamp=when) for i in ids]
+    return [StatusUpdate(provider_message_id=i, status=status, timestamp=when) for i in ids]
 
 
 def _disconnected(payload: Mapping[str, Any]) -> list[InboundEvent]:
@@ -245,7 +262,9 @@ def _zapi_send_media(
         if media.filename:
             body["fileName"] = media.filename
         return _zapi_post(chip, f"send-document/{extension}", body, client=client)
-    return SendResult.failed(ErrorKind.PERMANENT, f"tipo de mídia não suportado: {media.kind}")
+    return SendResult.failed(
+        ErrorKind.PERMANENT, gettext("unsupported media type: %(kind)s") % {"kind": media.kind}
+    )
 
 
 def _zapi_post(
@@ -277,7 +296,7 @@ def _zapi_post(
     if outcome.is_success:
         return SendResult.failed(
             ErrorKind.PERMANENT,
-            f"resposta sem messageId: {description}",
+            gettext("response without messageId: %(detail)s") % {"detail": description},
             http_status=outcome.status_code,
         )
     return provider_http.classify_status(outcome, description)

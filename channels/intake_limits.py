@@ -1,0 +1,177 @@
+"""Per-chip intake limits: deliveries per minute and bytes stored per hour.
+
+A chip key that leaks must not let its holder fill the database: past either
+limit the webhook answers 429 with `Retry-After`, before anything is stored,
+and the provider delivers again later (nothing accepted is lost). The defaults
+are far above what a real chip sends; 0 turns a limit off.
+
+The counters are fixed windows kept in Redis (`WEBHOOK_LIMIT_BACKEND=redis`,
+shared by every web process; one pipelined round trip per delivery) or in
+this process's memory (`memory`, the default without a Redis broker: each web
+process counts on its own, so the effective limit is per process). A Redis
+outage never refuses a delivery: the limit is a bound on damage, not a gate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+RATE_WINDOW_SECONDS = 60
+STORAGE_WINDOW_SECONDS = 60 * 60
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a delivery was refused, and when the provider may try again."""
+
+    reason: str
+    retry_after: int
+
+
+def intake_admit(*, chip_id: int, size: int) -> Refusal | None:
+    """Count one delivery of `size` bytes for the chip; a Refusal when it is over a limit."""
+    rate_limit = settings.WEBHOOK_RATE_LIMIT_PER_MINUTE
+    byte_budget = settings.WEBHOOK_STORAGE_BUDGET_BYTES_PER_HOUR
+    if rate_limit <= 0 and byte_budget <= 0:
+        return None
+    now = time.time()
+    rate_window = int(now // RATE_WINDOW_SECONDS)
+    byte_window = int(now // STORAGE_WINDOW_SECONDS)
+    counts = _backend().add(chip_id, rate_window, byte_window, size)
+    if counts is None:
+        return None
+    deliveries, stored = counts
+    if rate_limit > 0 and deliveries > rate_limit:
+        return Refusal(
+            f"more than {rate_limit} deliveries per minute for this chip",
+            _seconds_left(now, RATE_WINDOW_SECONDS),
+        )
+    if byte_budget > 0 and stored > byte_budget:
+        # A refused body is not stored: give its bytes back to the budget.
+        _backend().give_back(chip_id, byte_window, size)
+        return Refusal(
+            f"more than {byte_budget} bytes per hour stored for this chip",
+            _seconds_left(now, STORAGE_WINDOW_SECONDS),
+        )
+    return None
+
+
+def _seconds_left(now: float, window: int) -> int:
+    return max(1, math.ceil(window - now % window))
+
+
+class _MemoryCounters:
+    """Fixed windows in this process; old windows are dropped as time moves on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: tuple[int, int] = (0, 0)
+        self._deliveries: dict[int, int] = {}
+        self._bytes: dict[int, int] = {}
+
+    def add(
+        self, chip_id: int, rate_window: int, byte_window: int, size: int
+    ) -> tuple[int, int] | None:
+        with self._lock:
+            if rate_window != self._windows[0]:
+                self._deliveries.clear()
+            if byte_window != self._windows[1]:
+                self._bytes.clear()
+            self._windows = (rate_window, byte_window)
+            deliveries = self._deliveries[chip_id] = self._deliveries.get(chip_id, 0) + 1
+            stored = self._bytes[chip_id] = self._bytes.get(chip_id, 0) + size
+        return deliveries, stored
+
+    def give_back(self, chip_id: int, byte_window: int, size: int) -> None:
+        with self._lock:
+            if byte_window == self._windows[1] and chip_id in self._bytes:
+                self._bytes[chip_id] -= size
+
+    def reset(self) -> None:
+        with self._lock:
+            self._deliveries.clear()
+            self._bytes.clear()
+
+
+class _RedisCounters:
+    """INCR/INCRBY on per-window keys that expire with their window."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        # Short timeouts: a slow Redis must not slow the intake down.
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=0.25, socket_connect_timeout=0.25, health_check_interval=30
+        )
+
+    @staticmethod
+    def _keys(chip_id: int, rate_window: int, byte_window: int) -> tuple[str, str]:
+        return (
+            f"sdr:intake:n:{chip_id}:{rate_window}",
+            f"sdr:intake:b:{chip_id}:{byte_window}",
+        )
+
+    def add(
+        self, chip_id: int, rate_window: int, byte_window: int, size: int
+    ) -> tuple[int, int] | None:
+        import redis
+
+        count_key, bytes_key = self._keys(chip_id, rate_window, byte_window)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.incr(count_key)
+            pipe.expire(count_key, RATE_WINDOW_SECONDS * 2)
+            pipe.incrby(bytes_key, size)
+            pipe.expire(bytes_key, STORAGE_WINDOW_SECONDS * 2)
+            deliveries, _, stored, _ = pipe.execute()
+        except redis.RedisError as exc:
+            logger.warning("intake limits: Redis unavailable, not limiting: %s", exc)
+            return None
+        return int(deliveries), int(stored)
+
+    def give_back(self, chip_id: int, byte_window: int, size: int) -> None:
+        import redis
+
+        _, bytes_key = self._keys(chip_id, 0, byte_window)
+        try:
+            self._client.decrby(bytes_key, size)
+        except redis.RedisError as exc:
+            logger.warning("intake limits: Redis unavailable: %s", exc)
+
+    def reset(self) -> None:
+        for key in self._client.scan_iter("sdr:intake:*"):
+            self._client.delete(key)
+
+
+_backends: dict[tuple[str, str], _MemoryCounters | _RedisCounters] = {}
+_backends_lock = threading.Lock()
+
+
+def _backend() -> _MemoryCounters | _RedisCounters:
+    """One counter store per configuration (tests switch the backend with settings)."""
+    config = (settings.WEBHOOK_LIMIT_BACKEND, settings.REDIS_URL)
+    backend = _backends.get(config)
+    if backend is None:
+        with _backends_lock:
+            backend = _backends.get(config)
+            if backend is None:
+                backend = (
+                    _RedisCounters(settings.REDIS_URL)
+                    if config[0] == "redis"
+                    else _MemoryCounters()
+                )
+                _backends[config] = backend
+    return backend
+
+
+def intake_limits_reset() -> None:
+    """Forget every count (tests, and ops after raising a limit by hand)."""
+    _backend().reset()

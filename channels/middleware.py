@@ -1,0 +1,61 @@
+"""The provider webhooks skip the middleware they have no use for.
+
+A provider's POST carries no session, cookie, CSRF token or login, and is
+never a static file: sessions, CSRF, authentication, messages, django-axes
+and WhiteNoise only cost it time, on the hottest path of the product.
+`WebhookMiddleware` sits in MIDDLEWARE right after the middleware every
+request needs (django-prometheus' first half and SecurityMiddleware's HTTPS
+redirect and headers); for the webhook URL it calls the view through
+WEBHOOK_MIDDLEWARE instead of the rest of MIDDLEWARE. Every other path,
+the Chatwoot webhook included, goes on through the full stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, get_resolver
+from django.utils.module_loading import import_string
+
+from channels.webhooks import webhook
+
+PREFIX = "/webhooks/"
+
+
+class WebhookMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        # Built like Django builds MIDDLEWARE: each one wraps the next, and an
+        # exception in one becomes a response for the ones outside it.
+        self._view_middleware = []
+        handler: Callable[[HttpRequest], HttpResponse] = self._view_call
+        for path in reversed(settings.WEBHOOK_MIDDLEWARE):
+            middleware = import_string(path)(handler)
+            if hasattr(middleware, "process_view"):
+                self._view_middleware.insert(0, middleware.process_view)
+            handler = convert_exception_to_response(middleware)
+        self._handler = handler
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path_info.startswith(PREFIX):
+            return self.get_response(request)
+        resolver = get_resolver(getattr(request, "urlconf", None))
+        try:
+            match = resolver.resolve(request.path_info)
+        except Resolver404:
+            return self.get_response(request)
+        if match.func is not webhook:
+            return self.get_response(request)
+        request.resolver_match = match
+        return self._handler(request)
+
+    def _view_call(self, request: HttpRequest) -> HttpResponse:
+        match = request.resolver_match
+        for process_view in self._view_middleware:
+            response = process_view(request, match.func, match.args, match.kwargs)
+            if response is not None:
+                return response
+        return match.func(request, *match.args, **match.kwargs)
