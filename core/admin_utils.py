@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from core.phones import to_e164
+from core.phones import PhoneFormField, to_e164, validate_e164
 
 # Provider URLs are https; Django 6 makes that the form default, say it now.
 URLFIELD_HTTPS = {models.URLField: {"assume_scheme": "https"}}
@@ -65,6 +65,20 @@ class PhoneSearchMixin:
             return to_e164(term)
         except ValueError:
             return None
+
+
+class PhoneInputMixin:
+    """Phone fields of the admin's forms take a number as typed and save it in E.164.
+
+    Operators type `(11) 91234-5678`; the model stores `+5511912345678` and
+    its validator refuses anything else. A model field with the E.164
+    validator gets the form field that normalizes first.
+    """
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if validate_e164 in getattr(db_field, "validators", ()):
+            kwargs.setdefault("form_class", PhoneFormField)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
 
 
 class EstimatedCountPaginator(Paginator):

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from agent.models import AgentProfile, Flow, FlowStep
 from channels.models import Chip, Provider
+from conversations.ingest import agent_dispatch
 from conversations.models import Conversation, Lead, Message
 
 DEMO_CHIP_NAME = "Sandbox"
@@ -89,7 +90,7 @@ def demo_seed(*, admin_username: str = "admin") -> DemoResult:
             continue
         at = now - timedelta(minutes=10 * (offset + 1))
         for i, text in enumerate(texts):
-            Message.objects.create(
+            message = Message.objects.create(
                 conversation=conversation,
                 chip=chip,
                 direction=Message.Direction.INBOUND,
@@ -99,6 +100,11 @@ def demo_seed(*, admin_username: str = "admin") -> DemoResult:
                 provider_message_id=f"demo-{lead.pk}-{i}",
                 provider_timestamp=at,
             )
+            # Handed to the agent the way a webhook's message is: the worker
+            # answers them as soon as it starts. Left alone, they waited for
+            # the stuck-conversation recovery, whose warnings read like a
+            # failure on the first start.
+            transaction.on_commit(lambda pk=message.pk: agent_dispatch(message_id=pk))
         conversation.last_message_at = conversation.last_inbound_at = at
         conversation.save(update_fields=["last_message_at", "last_inbound_at"])
 

@@ -48,13 +48,12 @@ def check_broker() -> dict[str, Any]:
     return {"status": Status.OK, "broker": broker}
 
 
-def check_worker() -> dict[str, Any]:
-    age = selectors.heartbeat_age_seconds()
+def check_worker(*, cluster: str | None = None) -> dict[str, Any]:
+    age = selectors.heartbeat_age_seconds(cluster=cluster)
     if age is None:
         return {"status": Status.DEGRADED, "heartbeat_age_seconds": None, "error": "no heartbeat"}
-    stale = age > settings.HEARTBEAT_STALE_SECONDS
     return {
-        "status": Status.DEGRADED if stale else Status.OK,
+        "status": Status.DEGRADED if selectors.heartbeat_stale(age) else Status.OK,
         "heartbeat_age_seconds": round(age, 1),
     }
 
@@ -66,6 +65,17 @@ def check_outbox() -> dict[str, Any]:
     return {"status": Status.DEGRADED if late else Status.OK, **backlog}
 
 
+def check_chatwoot() -> dict[str, Any] | None:
+    """The mirror's backlog; None when Chatwoot is off and nothing waits for it."""
+    backlog = selectors.chatwoot_backlog()
+    if not backlog["configured"] and not backlog["pending"]:
+        return None
+    oldest = backlog["oldest_pending_seconds"]
+    late = oldest is not None and oldest > settings.CHATWOOT_MIRROR_BACKLOG_WARN_SECONDS
+    details = {key: value for key, value in backlog.items() if key != "configured"}
+    return {"status": Status.DEGRADED if late else Status.OK, **details}
+
+
 def health_report() -> dict[str, Any]:
     checks: dict[str, dict[str, Any]] = {"database": check_database()}
     if checks["database"]["status"] == Status.DOWN:
@@ -75,7 +85,12 @@ def health_report() -> dict[str, Any]:
     checks["broker"] = check_broker()
     try:
         checks["worker"] = check_worker()
+        # The agent's cluster answers leads; down, every lead waits (README: two clusters).
+        checks["agent_worker"] = check_worker(cluster=settings.Q_AGENT_CLUSTER)
         checks["outbox"] = check_outbox()
+        chatwoot = check_chatwoot()
+        if chatwoot is not None:
+            checks["chatwoot"] = chatwoot
     except DatabaseError as exc:
         # The database went away between the checks.
         return {

@@ -1,3 +1,4 @@
+from datetime import timedelta
 from typing import TypedDict
 
 from django.conf import settings
@@ -17,6 +18,11 @@ def heartbeat_age_seconds(*, cluster: str | None = None) -> float | None:
     if beat_at is None:
         return None
     return max(0.0, (timezone.now() - beat_at).total_seconds())
+
+
+def heartbeat_stale(age: float | None) -> bool:
+    """A cluster that never beat, or not within HEARTBEAT_STALE_SECONDS, is down."""
+    return age is None or age > settings.HEARTBEAT_STALE_SECONDS
 
 
 class OutboxBacklog(TypedDict):
@@ -41,4 +47,43 @@ def outbox_backlog() -> OutboxBacklog:
     return {
         "pending_messages": stats["pending"],
         "oldest_pending_seconds": round((now - oldest).total_seconds(), 1) if oldest else None,
+    }
+
+
+class ChatwootBacklog(TypedDict):
+    configured: bool
+    pending: int
+    oldest_pending_seconds: float | None
+    failed_24h: int
+    retry_at: str | None
+
+
+def chatwoot_backlog() -> ChatwootBacklog:
+    """Writes waiting for Chatwoot (conversations.chatwoot_mirror): count, oldest, failed, retry."""
+    from conversations.models import ChatwootBreaker, ChatwootMirror
+
+    now = timezone.now()
+    rows = ChatwootMirror.objects
+    stats = rows.filter(state__in=["pending", "sending"]).aggregate(
+        pending=Count("id"), oldest=Min("created_at")
+    )
+    retry_at = (
+        ChatwootBreaker.objects.filter(retry_at__gt=now, failures__gt=0)
+        .values_list("retry_at", flat=True)
+        .first()
+    )
+    oldest = stats["oldest"]
+    return {
+        "configured": bool(
+            settings.CHATWOOT_URL
+            and settings.CHATWOOT_API_TOKEN
+            and settings.CHATWOOT_ACCOUNT_ID
+            and settings.CHATWOOT_INBOX_ID
+        ),
+        "pending": stats["pending"],
+        "oldest_pending_seconds": round((now - oldest).total_seconds(), 1) if oldest else None,
+        "failed_24h": rows.filter(
+            state="failed", created_at__gte=now - timedelta(hours=24)
+        ).count(),
+        "retry_at": retry_at.isoformat() if retry_at else None,
     }

@@ -1,0 +1,154 @@
+"""django-q2 brokers: one Redis connection pool per process, and tasks held until a time.
+
+django-q2 builds a broker for every `async_task`, and its Redis broker a new
+client with a new pool each time: a webhook paid a TCP connect, the client's
+hello commands and a package-metadata scan for every enqueue (the Redis
+broker, the one meant for scale, was slower than the ORM one). Here every
+broker of a process shares one client; redis-py's pool is thread-safe and
+starts afresh in a forked child.
+
+django-q2 has no countdown (`async_task` takes no eta; a `Schedule` of type
+ONCE waits for the scheduler, which runs every 30 s). `async_task_at` gives
+one, kept by the broker itself so it is as durable as any queued task and no
+process has to stay alive (or asleep) to remember it:
+
+- ORM broker: the task row is written with its `lock` at the due time; the
+  broker only hands out rows whose lock has passed (`lock < now`), exactly as
+  it hides a task a worker is running.
+- Redis broker: the package waits in a sorted set scored by its due time;
+  each `dequeue` first moves the due ones to the queue (atomically, in one
+  Lua script) and blocks no longer than until the next one is due.
+
+A held task is late by at most the broker's poll (ORM, `poll`: 0.5 s) or a
+few milliseconds (Redis), plus whatever backlog is ahead of it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.utils import timezone
+from django_q.brokers import Broker, get_broker
+from django_q.brokers.orm import ORM
+from django_q.brokers.redis_broker import Redis
+from django_q.conf import Conf
+
+# Every enqueue names its cluster: without `cluster=` django-q2 uses the
+# cluster of the process that enqueues, so a send kicked from an agent turn
+# would wait behind the model calls on the agent's queue.
+
+
+def fast_cluster() -> str:
+    """The default cluster: webhook processing, statuses, takeovers, sends, periodic chores."""
+    return settings.Q_CLUSTER["name"]
+
+
+def agent_cluster() -> str:
+    """The agent's cluster: turns, whose model call may be slow (settings: Q_AGENT_CLUSTER)."""
+    return settings.Q_AGENT_CLUSTER
+
+
+_clients: dict[str, redis.Redis] = {}
+_scripts: dict[int, Any] = {}
+_lock = threading.Lock()
+
+# KEYS[1] the queue, KEYS[2] its held tasks; ARGV[1] now (epoch seconds).
+# Moves every due task to the queue's tail; returns the next due time or -1.
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 500)
+for _, package in ipairs(due) do
+    redis.call('RPUSH', KEYS[1], package)
+    redis.call('ZREM', KEYS[2], package)
+end
+local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if nxt[2] then return nxt[2] end
+return '-1'
+"""
+# The longest a dequeue blocks: django-q2's own Redis broker waits 1 s.
+_BLOCK_SECONDS = 1.0
+
+
+class PooledRedis(Redis):
+    @staticmethod
+    def get_connection(list_key: str | None = None) -> redis.Redis:
+        settings = Conf.REDIS
+        key = repr(settings)
+        client = _clients.get(key)
+        if client is None:
+            with _lock:
+                client = _clients.get(key)
+                if client is None:
+                    if isinstance(settings, str):
+                        client = redis.from_url(settings)
+                    else:
+                        client = redis.Redis(**settings)
+                    _clients[key] = client
+        return client
+
+    @property
+    def held_key(self) -> str:
+        return f"{self.list_key}:held"
+
+    def enqueue_at(self, package: str, due: datetime) -> int:
+        return self.connection.zadd(self.held_key, {package: due.timestamp()})
+
+    def dequeue(self) -> list[tuple[None, bytes]] | None:
+        now = time.time()
+        promote = _scripts.get(id(self.connection))
+        if promote is None:
+            promote = _scripts[id(self.connection)] = self.connection.register_script(_PROMOTE)
+        next_due = float(promote(keys=[self.list_key, self.held_key], args=[repr(now)]))
+        block = _BLOCK_SECONDS
+        if next_due >= 0:
+            # Wake up when the next held task is due (BLPOP's 0 means forever).
+            block = min(block, max(next_due - time.time(), 0.01))
+        task = self.connection.blpop(self.list_key, block)
+        if task:
+            return [(None, task[1])]
+        return None
+
+    def held_size(self) -> int:
+        return self.connection.zcard(self.held_key)
+
+
+class _HeldUntil:
+    """What `async_task(broker=…)` needs of a broker, enqueueing for later."""
+
+    def __init__(self, broker: Broker, due: datetime) -> None:
+        self.broker = broker
+        self.due = due
+        self.list_key = broker.list_key
+
+    def enqueue(self, package: str) -> Any:
+        if isinstance(self.broker, PooledRedis):
+            return self.broker.enqueue_at(package, self.due)
+        if isinstance(self.broker, ORM):
+            row = self.broker.get_connection().create(
+                key=self.broker.list_key or Conf.CLUSTER_NAME, payload=package, lock=self.due
+            )
+            return row.pk
+        raise NotImplementedError(f"{type(self.broker).__name__} cannot hold a task until later")
+
+
+def async_task_at(
+    due: datetime, func: str, *args: Any, cluster: str | None = None, **kwargs: Any
+) -> str:
+    """`async_task`, handed to a worker no earlier than `due` (see the module docstring)."""
+    from django_q.tasks import async_task
+
+    if cluster is not None:
+        kwargs["cluster"] = cluster
+    if Conf.SYNC or kwargs.get("sync"):
+        # django-q2's sync mode (tests) runs the task in the caller, with no
+        # broker to hold it: the caller waits, which is what sync means.
+        delay = (due - timezone.now()).total_seconds()
+        if delay > 0:
+            time.sleep(delay)
+        return async_task(func, *args, **kwargs)
+    broker = get_broker(cluster)
+    return async_task(func, *args, broker=_HeldUntil(broker, due), **kwargs)
