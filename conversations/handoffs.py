@@ -1,31 +1,33 @@
-"""Handing a conversation to a human: the one place a Handoff is opened."""
+"""Handing a conversation to a human: the one entry the ingest and the agent call."""
 
-from django.db import IntegrityError, transaction
-from django.utils import timezone
+from typing import Any
 
 from conversations.models import Conversation, Handoff
-from core.metrics import counter_inc
+from conversations.ownership import ACTIVE_HANDOFF, conversation_set_owner
 
-ACTIVE = (Handoff.Status.OPEN, Handoff.Status.ACCEPTED)
+ACTIVE = ACTIVE_HANDOFF
 
 
-def handoff_open(*, conversation: Conversation, reason: str, note: str = "") -> Handoff:
+def handoff_open(
+    *,
+    conversation: Conversation,
+    reason: str,
+    note: str = "",
+    actor: Any = None,
+    actor_label: str = "agente",
+) -> Handoff:
     """Give the conversation to a human: the agent stops, one active handoff, metric counted.
 
     Idempotent: an already active handoff is returned as it is.
     """
-    Conversation.objects.filter(pk=conversation.pk).update(
-        controlled_by=Conversation.ControlledBy.HUMAN, updated_at=timezone.now()
+    label = Handoff.Reason(reason).label if reason in Handoff.Reason.values else reason
+    conversation_set_owner(
+        conversation=conversation,
+        owner=Conversation.ControlledBy.HUMAN,
+        reason=f"Handoff: {label}",
+        actor=actor,
+        actor_label=actor_label,
+        handoff_reason=reason,
+        handoff_note=note,
     )
-    conversation.controlled_by = Conversation.ControlledBy.HUMAN
-    existing = Handoff.objects.filter(conversation=conversation, status__in=ACTIVE).first()
-    if existing is not None:
-        return existing
-    try:
-        with transaction.atomic():
-            handoff = Handoff.objects.create(conversation=conversation, reason=reason, note=note)
-    except IntegrityError:
-        # uniq_active_handoff_per_conversation: someone opened one meanwhile.
-        return Handoff.objects.get(conversation=conversation, status__in=ACTIVE)
-    counter_inc("handoffs_total", {"reason": reason})
-    return handoff
+    return Handoff.objects.get(conversation=conversation, status__in=ACTIVE)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from channels.providers.base import (
     ConnectionUpdate,
@@ -27,8 +28,9 @@ from channels.providers.base import (
     InboundMessage,
     StatusUpdate,
 )
-from conversations.handoffs import handoff_open
+from conversations.chatwoot_mirror import chatwoot_mirror_message
 from conversations.models import Conversation, Handoff, Lead, LeadIdentity, Message
+from conversations.ownership import ACTIVE_HANDOFF, conversation_set_owner
 
 if TYPE_CHECKING:
     from channels.models import Chip, WebhookEvent
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _RACE_RETRIES = 3
-HUMAN_REPLIED_REASON = "Humano respondeu pelo telefone"
+HUMAN_REPLIED_REASON = _("A human replied from the phone")
 
 # --- The agent seam -------------------------------------------------------------------
 
@@ -277,6 +279,7 @@ def inbound_message_ingest(
     Conversation.objects.filter(pk=conversation.pk).update(
         last_message_at=now, last_inbound_at=now, updated_at=now
     )
+    chatwoot_mirror_message(message=stored)
     conversation.refresh_from_db(fields=["controlled_by", "agent_paused"])
     if (
         conversation.controlled_by == Conversation.ControlledBy.AGENT
@@ -361,30 +364,21 @@ def _human_message_ingest(
     Conversation.objects.filter(pk=conversation.pk).update(
         last_message_at=now, last_outbound_at=now, updated_at=now
     )
+    chatwoot_mirror_message(message=stored)
     return IngestResult(outcome="human_message", message_id=stored.pk)
 
 
 def conversation_pause_for_human(*, conversation: Conversation, reason: str) -> Handoff:
-    """Stop the agent on this conversation and open (or keep) a human-replied handoff."""
-    now = timezone.now()
-    if (
-        not conversation.agent_paused
-        or conversation.controlled_by != Conversation.ControlledBy.HUMAN
-    ):
-        conversation.agent_paused = True
-        conversation.paused_reason = reason[:200]
-        conversation.paused_at = now
-        conversation.controlled_by = Conversation.ControlledBy.HUMAN
-        conversation.save(
-            update_fields=[
-                "agent_paused",
-                "paused_reason",
-                "paused_at",
-                "controlled_by",
-                "updated_at",
-            ]
-        )
-    return handoff_open(conversation=conversation, reason=Handoff.Reason.HUMAN_REPLIED, note=reason)
+    """A human wrote from the phone: they own the conversation, with a human-replied handoff."""
+    conversation_set_owner(
+        conversation=conversation,
+        owner=Conversation.ControlledBy.HUMAN,
+        reason=reason,
+        actor_label="whatsapp",
+        handoff_reason=Handoff.Reason.HUMAN_REPLIED,
+        handoff_note=reason,
+    )
+    return Handoff.objects.get(conversation=conversation, status__in=ACTIVE_HANDOFF)
 
 
 # --- Statuses of our outbound messages ---------------------------------------------------------

@@ -11,9 +11,13 @@ provider is on the line:
    two sends in flight.
 2. send through the chip's adapter (no locks held).
 3. record (`outbox_record_result`): a `DeliveryAttempt` row, the message's
-   new state, the circuit breaker, and the chip's next free time, counted from
-   when the answer came back, so the provider never sees two requests from one
-   chip closer than its minimum interval.
+   new state, the circuit breaker, and the chip's pacing (`channels.pacing`):
+   after a campaign or follow-up the next one waits the chip's interval,
+   counted from when the answer came back; after a reply part the next part
+   of that conversation waits a short typing-like gap.
+
+Replies (and system or human messages) to one conversation leave in the order
+they were queued: a part never overtakes an earlier one still waiting.
 
 The database is the source of truth: a lost broker task loses nothing (the
 periodic sweep drains again) and a message left `sending` by a dead worker
@@ -25,7 +29,10 @@ before it recorded the answer sends that message again after the lease.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -34,15 +41,16 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
+from django.utils.translation import gettext
 
-from campaigns.models import Campaign, CampaignRecipient
 from channels import circuit, pacing, quarantine
 from channels.http import provider_client
 from channels.models import Chip
 from channels.providers.base import ErrorKind, OutboundMedia, SendResult, get_adapter
-from conversations.models import Conversation, DeliveryAttempt, LeadIdentity, Message
+from conversations.addressing import lead_address
+from conversations.models import Conversation, DeliveryAttempt, Message
 from core.alerts import alert_raise
-from core.metrics import counter_inc
+from core.metrics import counter_inc, histogram_observe
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +63,31 @@ PRIORITY_BY_PURPOSE: dict[str, int] = {
     Message.Purpose.CAMPAIGN: 0,
 }
 NOT_SENDING_STATUSES = quarantine.NOT_SENDING_STATUSES
+# How soon a drain looks again at a chip another worker is sending on.
+IN_FLIGHT_POLL = timedelta(milliseconds=50)
 # Provider answers that say nothing about the chip's health (the recipient's
 # problem): they neither open nor close the circuit.
 _RECIPIENT_ERRORS = frozenset({ErrorKind.INVALID_RECIPIENT})
 _RETRYABLE = frozenset({ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED, ErrorKind.AUTH})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a message may not leave now: "cancel" it, or "hold" it (until `until`)."""
+
+    action: str
+    reason: str
+    until: datetime | None = None
+
+
+# Higher layers (campaigns) register their own checks and bookkeeping here, in
+# their AppConfig.ready, so the outbox never imports them:
+# - a gate sees a due message (its `campaign` loaded) right before it leaves;
+# - a settled hook sees a message that just became sent, failed or cancelled,
+#   inside the same transaction.
+OutboxGate = Callable[[Message, datetime], Verdict | None]
+OUTBOX_GATES: list[OutboxGate] = []
+OUTBOX_SETTLED_HOOKS: list[Callable[[Message], None]] = []
 
 
 @dataclass(frozen=True)
@@ -68,6 +97,7 @@ class Claim:
     attempt: int
     probe: bool
     lease_expires_at: datetime
+    purpose: str = Message.Purpose.REPLY
 
 
 @dataclass
@@ -98,7 +128,7 @@ def outbox_enqueue(
     body: str,
     purpose: str,
     priority: int | None = None,
-    campaign: Campaign | None = None,
+    campaign: object | None = None,
     reply_to: Message | None = None,
     sent_by: object | None = None,
     not_before: datetime | None = None,
@@ -132,8 +162,15 @@ def outbox_kick() -> None:
     def _enqueue() -> None:
         from django_q.tasks import async_task
 
+        from core.brokers import fast_cluster
+
         try:
-            async_task("conversations.tasks.outbox_send_now", group="outbox")
+            async_task(
+                "conversations.tasks.outbox_send_now",
+                group="outbox",
+                cluster=fast_cluster(),
+                save=False,
+            )
         except Exception:  # the sweep is the safety net; never fail the caller's commit
             logger.exception("outbox: could not enqueue the sender task")
 
@@ -149,6 +186,25 @@ def _due(now: datetime) -> Q:
     )
 
 
+def _reply_ceiling_reached(now: datetime) -> Q:
+    return Q(reply_window_count__gte=settings.OUTBOX_REPLY_MAX_PER_MINUTE) & Q(
+        reply_window_started_at__gt=now - pacing.REPLY_WINDOW
+    )
+
+
+def _proactive_ready(now: datetime) -> Q:
+    return Q(next_proactive_at__isnull=True) | Q(next_proactive_at__lte=now)
+
+
+def _chips_with_due(now: datetime) -> QuerySet[Chip]:
+    """Chips annotated with whether live (reply) and proactive messages are due."""
+    due = Message.objects.filter(_due(now), chip=OuterRef("pk"))
+    return Chip.objects.annotate(
+        live_due=Exists(due.filter(purpose__in=pacing.LIVE_PURPOSES)),
+        proactive_due=Exists(due.filter(purpose__in=pacing.PROACTIVE_PURPOSES)),
+    )
+
+
 def _lock_ready_chip(*, now: datetime, skip: set[int]) -> Chip | None:
     # The chip whose most urgent due message matters most: a reply to a lead
     # who just wrote is not kept waiting behind other chips' campaigns.
@@ -158,9 +214,13 @@ def _lock_ready_chip(*, now: datetime, skip: set[int]) -> Chip | None:
         .values("priority")[:1]
     )
     return (
-        Chip.objects.select_for_update(skip_locked=True, no_key=True)
+        _chips_with_due(now)
+        .select_for_update(skip_locked=True, no_key=True, of=("self",))
         .annotate(top_priority=Subquery(top_priority))
-        .filter(top_priority__isnull=False)
+        .filter(
+            (Q(live_due=True) & ~_reply_ceiling_reached(now))
+            | (Q(proactive_due=True) & _proactive_ready(now))
+        )
         .filter(Q(next_send_at__isnull=True) | Q(next_send_at__lte=now))
         .filter(
             Q(circuit_state=Chip.CircuitState.CLOSED)
@@ -195,25 +255,25 @@ def _gate_proactive(chip: Chip, *, now: datetime) -> None:
             _hold(due.filter(purpose=purpose), until=hold_until, reason=reason)
 
 
-def _may_leave(message: Message) -> tuple[str, str] | None:
-    """("cancel" | "hold", pt-BR reason) when the message must not leave now."""
+def _may_leave(message: Message, *, now: datetime) -> Verdict | None:
+    """A verdict when the message must not leave now."""
     conversation = message.conversation
     if message.purpose == Message.Purpose.REPLY:
         if conversation.controlled_by == Conversation.ControlledBy.HUMAN:
-            return ("cancel", "Conversa assumida por um humano antes do envio")
+            return Verdict("cancel", gettext("Conversation taken over by a human before sending"))
         if conversation.agent_paused:
-            return ("cancel", "Agente pausado nesta conversa antes do envio")
+            return Verdict("cancel", gettext("Agent paused in this conversation before sending"))
     if message.purpose in pacing.PROACTIVE_PURPOSES:
         if conversation.lead.opted_out:
-            return ("cancel", "Lead pediu para não receber mensagens (opt-out)")
-        campaign = message.campaign
-        if campaign is not None:
-            if campaign.status == Campaign.Status.CANCELLED:
-                return ("cancel", "Campanha cancelada")
-            if campaign.status == Campaign.Status.PAUSED:
-                return ("hold", "Campanha pausada")
+            return Verdict("cancel", gettext("Lead asked not to receive messages (opt-out)"))
+        for gate in OUTBOX_GATES:
+            verdict = gate(message, now)
+            if verdict is not None:
+                return verdict
         if conversation.controlled_by == Conversation.ControlledBy.HUMAN:
-            return ("hold", "Conversa com um humano: envio automático suspenso")
+            return Verdict(
+                "hold", gettext("Conversation with a human: automatic sending suspended")
+            )
     return None
 
 
@@ -225,8 +285,24 @@ def _cancel(message: Message, *, reason: str, now: datetime) -> None:
     message.save(
         update_fields=["status", "outcome", "last_error", "lease_expires_at", "updated_at"]
     )
-    _sync_recipient(message)
+    _settled(message)
     counter_inc("outbound_messages_total", {"outcome": "cancelled"})
+
+
+def _earlier_live_part(message: Message) -> Message | None:
+    """An earlier reply, system or human message of the conversation that has not left."""
+    return (
+        Message.objects.filter(
+            conversation_id=message.conversation_id,
+            direction=Message.Direction.OUTBOUND,
+            purpose__in=pacing.LIVE_PURPOSES,
+            status__in=[Message.Status.QUEUED, Message.Status.SENDING],
+            pk__lt=message.pk,
+        )
+        .order_by("pk")
+        .only("pk", "next_attempt_at", "lease_expires_at")
+        .first()
+    )
 
 
 def _claim_on_chip(chip: Chip, *, now: datetime) -> Claim | None:
@@ -240,17 +316,31 @@ def _claim_on_chip(chip: Chip, *, now: datetime) -> Claim | None:
         # and SQLite cannot index it); outbox_enqueue always sets the time.
         .order_by("-priority", "next_attempt_at", "pk")
     )
+    if pacing.chip_reply_ready_at(chip, now=now) is not None:
+        candidates = candidates.exclude(purpose__in=pacing.LIVE_PURPOSES)
+    if chip.next_proactive_at is not None and chip.next_proactive_at > now:
+        candidates = candidates.exclude(purpose__in=pacing.PROACTIVE_PURPOSES)
     for message in candidates[:20]:
-        verdict = _may_leave(message)
+        live = message.purpose in pacing.LIVE_PURPOSES
+        earlier = _earlier_live_part(message) if live else None
+        if earlier is not None:
+            # Never overtake an earlier part (one in retry backoff, say): wait for it.
+            until = max(filter(None, [earlier.next_attempt_at, earlier.lease_expires_at, now]))
+            _hold(
+                Message.objects.filter(pk=message.pk),
+                until=until + pacing.reply_part_gap(message.body),
+                reason="Aguardando a mensagem anterior desta conversa sair",
+            )
+            continue
+        verdict = _may_leave(message, now=now)
         if verdict is not None:
-            action, reason = verdict
-            if action == "cancel":
-                _cancel(message, reason=reason, now=now)
+            if verdict.action == "cancel":
+                _cancel(message, reason=verdict.reason, now=now)
             else:
                 _hold(
                     Message.objects.filter(pk=message.pk),
-                    until=now + timedelta(seconds=settings.OUTBOX_HOLD_SECONDS),
-                    reason=reason,
+                    until=verdict.until or now + timedelta(seconds=settings.OUTBOX_HOLD_SECONDS),
+                    reason=verdict.reason,
                 )
                 counter_inc("outbound_messages_total", {"outcome": "held"})
             continue
@@ -259,16 +349,23 @@ def _claim_on_chip(chip: Chip, *, now: datetime) -> Claim | None:
         message.status = Message.Status.SENDING
         message.attempts += 1
         message.lease_expires_at = lease_expires_at
-        message.save(update_fields=["status", "attempts", "lease_expires_at", "updated_at"])
+        message.lease_owner = lease_owner()
+        message.save(
+            update_fields=["status", "attempts", "lease_expires_at", "lease_owner", "updated_at"]
+        )
         # Busy until the answer is recorded (or the lease ends, if this worker dies).
         chip.next_send_at = lease_expires_at
-        chip.save(update_fields=["next_send_at", "circuit_state", "circuit_retry_at", "updated_at"])
+        chip_fields = ["next_send_at", "circuit_state", "circuit_retry_at", "updated_at"]
+        if live:
+            chip_fields += pacing.chip_reply_count(chip, now=now)
+        chip.save(update_fields=chip_fields)
         return Claim(
             message_id=message.pk,
             chip_id=chip.pk,
             attempt=message.attempts,
             probe=probe,
             lease_expires_at=lease_expires_at,
+            purpose=message.purpose,
         )
     return None
 
@@ -293,29 +390,16 @@ def outbox_claim_next(*, now: datetime | None = None) -> Claim | None:
 # --- Sending and recording ----------------------------------------------------------------
 
 
-def _recipient_address(message: Message) -> str:
-    lead = message.conversation.lead
-    if lead.phone:
-        return lead.phone.lstrip("+")
-    identity = (
-        LeadIdentity.objects.filter(lead=lead, provider=message.chip.provider)
-        .order_by("-last_seen_at")
-        .values_list("external_id", flat=True)
-        .first()
-    )
-    return identity or ""
-
-
 def outbox_send_claimed(*, claim: Claim, client: httpx.Client) -> SendResult:
     """Hand a claimed message to its chip's provider and record what happened."""
     message = Message.objects.select_related("chip", "conversation__lead").get(pk=claim.message_id)
     chip = message.chip
     started_at = timezone.now()
     started = time.monotonic()
-    to = _recipient_address(message)
+    to = lead_address(message)
     if not to:
         result = SendResult.failed(
-            ErrorKind.INVALID_RECIPIENT, "Lead sem telefone nem identificador no provedor"
+            ErrorKind.INVALID_RECIPIENT, gettext("Lead without a phone or a provider identifier")
         )
     else:
         try:
@@ -347,14 +431,9 @@ def _retry_delay(*, attempt: int, result: SendResult) -> float:
     return max(backoff, result.retry_after or 0.0)
 
 
-def _sync_recipient(message: Message) -> None:
-    status = {
-        Message.Status.SENT: CampaignRecipient.Status.SENT,
-        Message.Status.FAILED: CampaignRecipient.Status.FAILED,
-        Message.Status.CANCELLED: CampaignRecipient.Status.CANCELLED,
-    }.get(message.status)
-    if status and message.campaign_id:
-        CampaignRecipient.objects.filter(message_id=message.pk).update(status=status)
+def _settled(message: Message) -> None:
+    for hook in OUTBOX_SETTLED_HOOKS:
+        hook(message)
 
 
 def outbox_record_result(
@@ -392,7 +471,12 @@ def outbox_record_result(
             logger.warning("outbox: message %s lost its lease while sending", claim.message_id)
 
         chip_fields = ["next_send_at", "updated_at"]
-        next_send_at = pacing.chip_next_send_at(chip, after=now)
+        next_send_at = now
+        if claim.purpose in pacing.PROACTIVE_PURPOSES:
+            next_proactive_at = pacing.chip_next_proactive_at(chip, after=now)
+            if chip.next_proactive_at is None or chip.next_proactive_at < next_proactive_at:
+                chip.next_proactive_at = next_proactive_at
+                chip_fields.append("next_proactive_at")
         if result.ok:
             circuit.circuit_record_success(chip)
             chip.last_sent_at = started_at
@@ -405,7 +489,10 @@ def outbox_record_result(
             chip.last_error = error
             chip.last_error_at = now
             chip_fields += ["last_error", "last_error_at"]
-            if kind not in _RECIPIENT_ERRORS:
+            # A 429 that says how long to wait is the provider pacing us, not
+            # a failing chip: wait what it asks, leave the breaker alone.
+            polite = kind == ErrorKind.RATE_LIMITED and bool(result.retry_after)
+            if kind not in _RECIPIENT_ERRORS and not polite:
                 change = circuit.circuit_record_failure(chip, now=now)
                 chip_fields += [
                     "consecutive_failures",
@@ -416,19 +503,25 @@ def outbox_record_result(
                 ]
                 if change.opened:
                     _alert_after_commit(
-                        title=f"Circuit breaker aberto: chip {chip.name}",
-                        text=(
-                            f"{chip.consecutive_failures} falhas seguidas; próxima tentativa "
-                            f"{timezone.localtime(change.retry_at):%d/%m %H:%M:%S}. "
-                            f"Último erro: {error}"
-                        ),
+                        title=gettext("Circuit breaker open: chip %(chip)s") % {"chip": chip.name},
+                        text=gettext(
+                            "%(failures)d failures in a row; next attempt %(retry_at)s. "
+                            "Last error: %(error)s"
+                        )
+                        % {
+                            "failures": chip.consecutive_failures,
+                            "retry_at": f"{timezone.localtime(change.retry_at):%d/%m %H:%M:%S}",
+                            "error": error,
+                        },
                     )
             if kind == ErrorKind.RATE_LIMITED and result.retry_after:
                 next_send_at = max(next_send_at, now + timedelta(seconds=result.retry_after))
-            if kind == ErrorKind.RESTRICTED:
-                chip_fields += _quarantine(chip, error=error, now=now)
             if message is not None:
                 _record_failure(message, result=result, error=error, now=now)
+            # After the message is back in the queue, so the quarantine hooks
+            # (campaigns moving a chip's unsent messages) see it too.
+            if kind == ErrorKind.RESTRICTED:
+                chip_fields += _quarantine(chip, error=error, now=now)
         if message is None and chip.next_send_at and chip.next_send_at > next_send_at:
             # Another worker holds the chip for its own send now: keep its hold.
             next_send_at = chip.next_send_at
@@ -477,8 +570,48 @@ def _record_sent(message: Message, *, result: SendResult, now: datetime) -> None
     Conversation.objects.filter(pk=message.conversation_id).update(
         last_outbound_at=now, last_message_at=now
     )
-    _sync_recipient(message)
+    if message.purpose in pacing.LIVE_PURPOSES:
+        _space_next_part(message, now=now)
+        _observe_response(message, now=now)
+    _settled(message)
     counter_inc("outbound_messages_total", {"outcome": "sent"})
+
+
+def _observe_response(message: Message, *, now: datetime) -> None:
+    """The first part of a turn's answer was accepted: the lead's wait is over."""
+    if message.reply_to_id is None:
+        return
+    earlier = Message.objects.filter(
+        reply_to_id=message.reply_to_id, sent_at__isnull=False
+    ).exclude(pk=message.pk)
+    if earlier.exists():
+        return
+    asked_at = Message.objects.filter(pk=message.reply_to_id).values_list("created_at", flat=True)
+    for created_at in asked_at:
+        histogram_observe("agent_response_seconds", (now - created_at).total_seconds())
+    histogram_observe("outbox_reply_wait_seconds", (now - message.created_at).total_seconds())
+
+
+def _space_next_part(message: Message, *, now: datetime) -> None:
+    """The conversation's next queued part waits as long as a person would take to type it."""
+    following = (
+        Message.objects.filter(
+            conversation_id=message.conversation_id,
+            direction=Message.Direction.OUTBOUND,
+            purpose__in=pacing.LIVE_PURPOSES,
+            status=Message.Status.QUEUED,
+            pk__gt=message.pk,
+        )
+        .order_by("pk")
+        .only("pk", "body", "next_attempt_at", "attempts")
+        .first()
+    )
+    if following is None:
+        return
+    due = now + pacing.reply_part_gap(following.body)
+    # A part never tried was only waiting for this one; one in retry keeps its backoff.
+    if following.attempts == 0 or following.next_attempt_at < due:
+        Message.objects.filter(pk=following.pk).update(next_attempt_at=due, updated_at=now)
 
 
 def _record_failure(message: Message, *, result: SendResult, error: str, now: datetime) -> None:
@@ -519,7 +652,7 @@ def _record_failure(message: Message, *, result: SendResult, error: str, now: da
             "updated_at",
         ]
     )
-    _sync_recipient(message)
+    _settled(message)
     counter_inc("outbound_messages_total", {"outcome": metric})
 
 
@@ -534,13 +667,15 @@ def _quarantine(chip: Chip, *, error: str, now: datetime) -> list[str]:
     """The provider says the number is restricted: stop everything it starts. Chip is locked."""
     first_time, paused = quarantine.chip_quarantine(chip, error=error, now=now)
     if first_time:
-        names = ", ".join(campaign.name for campaign in paused) or "nenhuma"
+        names = ", ".join(paused) or gettext("none")
         _alert_after_commit(
-            title=f"Chip restrito: {chip.name} ({chip.phone or chip.instance_id})",
-            text=(
-                f"O provedor restringiu o número: {error}. Chip em quarentena "
-                f"(sem prospecção nem follow-up). Campanhas pausadas: {names}."
-            ),
+            title=gettext("Chip restricted: %(chip)s (%(number)s)")
+            % {"chip": chip.name, "number": chip.phone or chip.instance_id},
+            text=gettext(
+                "The provider restricted the number: %(error)s. Chip quarantined "
+                "(no prospecting or follow-up). Paused campaigns: %(campaigns)s."
+            )
+            % {"error": error, "campaigns": names},
         )
     return list(quarantine.QUARANTINE_FIELDS)
 
@@ -548,23 +683,78 @@ def _quarantine(chip: Chip, *, error: str, now: datetime) -> list[str]:
 # --- Recovery and the drain loop ----------------------------------------------------------
 
 
+def lease_owner() -> str:
+    """Who holds a lease taken now: this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dead_local_owners() -> list[str]:
+    """Lease owners on this host whose process is gone (a worker killed mid-send).
+
+    Another host's workers cannot be checked from here: their leases end when
+    they expire. A pid reused by another process only delays recovery to the
+    same expiry.
+    """
+    prefix = f"{socket.gethostname()}:"
+    owners = set(
+        Message.objects.filter(status=Message.Status.SENDING, lease_owner__startswith=prefix)
+        .values_list("lease_owner", flat=True)
+        .distinct()
+    )
+    dead = []
+    for owner in owners:
+        pid = owner.removeprefix(prefix)
+        if pid.isdigit() and not _process_exists(int(pid)):
+            dead.append(owner)
+    return dead
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def outbox_recover_expired_leases(*, now: datetime | None = None) -> int:
-    """Return messages left `sending` by a dead worker to the queue (or fail poison ones)."""
+    """Return messages left `sending` by a dead worker to the queue (or fail poison ones).
+
+    A lease is over when it expires, or at once when its worker ran on this
+    host and its process is gone: a crashed worker no longer blocks its chip
+    for the whole lease.
+    """
     now = now or timezone.now()
-    expired = Message.objects.filter(status=Message.Status.SENDING, lease_expires_at__lt=now)
+    sending = Message.objects.filter(status=Message.Status.SENDING)
+    dead_owners = _dead_local_owners()
+    lost = Q(lease_expires_at__lt=now)
+    if dead_owners:
+        lost |= Q(lease_owner__in=dead_owners)
+        # The claim held the chip until the lease's end; free it now.
+        for chip_id, expires_at in sending.filter(lease_owner__in=dead_owners).values_list(
+            "chip_id", "lease_expires_at"
+        ):
+            Chip.objects.filter(pk=chip_id, next_send_at=expires_at).update(next_send_at=now)
+    expired = sending.filter(lost)
     failed = expired.filter(attempts__gte=settings.OUTBOX_MAX_ATTEMPTS).update(
         status=Message.Status.FAILED,
         outcome=Message.Outcome.FAILED_PROVIDER,
         failed_at=now,
         lease_expires_at=None,
-        last_error="Envio interrompido várias vezes (worker parou durante o envio)",
+        lease_owner="",
+        last_error=gettext("Send interrupted several times (the worker stopped while sending)"),
         updated_at=now,
     )
     requeued = expired.update(
         status=Message.Status.QUEUED,
         lease_expires_at=None,
+        lease_owner="",
         next_attempt_at=now,
-        last_error="Envio interrompido (worker parou); mensagem voltou para a fila",
+        last_error=gettext(
+            "Send interrupted (the worker stopped); the message went back to the queue"
+        ),
         updated_at=now,
     )
     if failed or requeued:
@@ -585,18 +775,37 @@ def outbox_seconds_until_ready(*, now: datetime | None = None) -> float | None:
     )["at"]
     if lease_end is not None:
         next_due = min(next_due, lease_end) if next_due else lease_end
-    waiting_chips = Chip.objects.filter(
-        Exists(Message.objects.filter(_due(now), chip=OuterRef("pk")))
-    ).exclude(status__in=NOT_SENDING_STATUSES)
+    waiting_chips = (
+        _chips_with_due(now)
+        .filter(Q(live_due=True) | Q(proactive_due=True))
+        .exclude(status__in=NOT_SENDING_STATUSES)
+    )
     if not waiting_chips.exists() and next_due is None:
         return None
     candidates = [next_due] if next_due else []
-    for next_send_at, state, retry_at in waiting_chips.values_list(
-        "next_send_at", "circuit_state", "circuit_retry_at"
+    in_flight = Message.objects.filter(
+        chip=OuterRef("pk"), status=Message.Status.SENDING, lease_expires_at__gt=now
+    )
+    for chip in waiting_chips.annotate(in_flight=Exists(in_flight)).only(
+        "next_send_at",
+        "next_proactive_at",
+        "reply_window_started_at",
+        "reply_window_count",
+        "circuit_state",
+        "circuit_retry_at",
     ):
-        ready = next_send_at or now
-        if state != Chip.CircuitState.CLOSED and retry_at:
-            ready = max(ready, retry_at)
+        kinds = []
+        if chip.live_due:
+            kinds.append(pacing.chip_reply_ready_at(chip, now=now) or now)
+        if chip.proactive_due:
+            kinds.append(max(chip.next_proactive_at or now, now))
+        busy_until = chip.next_send_at or now
+        if chip.in_flight:
+            # Another worker is sending on it: free as soon as its answer is recorded.
+            busy_until = min(busy_until, now + IN_FLIGHT_POLL)
+        ready = max(busy_until, min(kinds))
+        if chip.circuit_state != Chip.CircuitState.CLOSED and chip.circuit_retry_at:
+            ready = max(ready, chip.circuit_retry_at)
         candidates.append(ready)
     if not candidates:
         return None
@@ -643,6 +852,28 @@ def outbox_drain(
 
 
 # --- Operator actions (admin, commands) --------------------------------------------------------
+
+
+# The text of an outbound message may still change while it has not left.
+EDITABLE_STATUSES = (Message.Status.QUEUED, Message.Status.FAILED)
+
+
+def outbox_is_editable(message: Message) -> bool:
+    return message.direction == Message.Direction.OUTBOUND and message.status in EDITABLE_STATUSES
+
+
+def outbox_edit_body(*, message: Message, body: str) -> bool:
+    """Change the text of an outbound message that has not left; False if it left meanwhile.
+
+    One conditional UPDATE of the body alone: a full save would write back the
+    status read when the operator opened the page, undoing a send (or a
+    claim) that happened since.
+    """
+    return bool(
+        Message.objects.filter(
+            pk=message.pk, direction=Message.Direction.OUTBOUND, status__in=EDITABLE_STATUSES
+        ).update(body=body, updated_at=timezone.now())
+    )
 
 
 def outbox_retry_now(*, messages: QuerySet[Message]) -> int:
