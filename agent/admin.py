@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 
 from agent.models import AgentProfile, AgentRun, Flow, FlowStep
 from core.admin_utils import EstimatedCountPaginator, ReadOnlyAdmin, pretty_json, short
@@ -21,30 +22,39 @@ class FlowAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Flow]:
         return super().get_queryset(request).annotate(step_total=Count("steps"))
 
-    @admin.display(description="steps", ordering="step_total")
+    @admin.display(description=_("steps"), ordering="step_total")
     def step_count(self, obj: Flow) -> int:
         return obj.step_total
 
 
 @admin.register(AgentProfile)
 class AgentProfileAdmin(admin.ModelAdmin):
-    list_display = ["name", "persona", "model", "temperature", "flow", "on_flow_end", "is_active"]
-    list_filter = ["is_active", "on_flow_end"]
+    list_display = [
+        "name",
+        "persona",
+        "model",
+        "temperature",
+        "flow",
+        "on_flow_end",
+        "follow_up_enabled",
+        "is_active",
+    ]
+    list_filter = ["is_active", "on_flow_end", "follow_up_enabled"]
     list_select_related = ["flow"]
     search_fields = ["name", "persona"]
     autocomplete_fields = ["flow"]
     fieldsets = [
         (None, {"fields": ["name", "persona", "is_active"]}),
-        ("Modelo (LLM)", {"fields": ["system_prompt", "model", "temperature", "history_window"]}),
+        (_("Model (LLM)"), {"fields": ["system_prompt", "model", "temperature", "history_window"]}),
         (
-            "Fluxo de qualificação",
+            _("Qualification flow"),
             {
                 "fields": ["flow", "on_flow_end", "closing_message"],
-                "description": "Com um fluxo, as perguntas roteirizadas vêm antes do LLM.",
+                "description": _("With a flow, the scripted questions come before the LLM."),
             },
         ),
         (
-            "Respostas automáticas (pt-BR)",
+            _("Automatic replies"),
             {
                 "fields": [
                     "fallback_reply",
@@ -54,6 +64,23 @@ class AgentProfileAdmin(admin.ModelAdmin):
                     "opt_out_keywords",
                     "opt_out_confirmation",
                 ]
+            },
+        ),
+        (
+            _("Flow follow-up"),
+            {
+                "fields": [
+                    "follow_up_enabled",
+                    "follow_up_after_hours",
+                    "follow_up_max",
+                    "follow_up_texts",
+                ],
+                "description": _(
+                    "A reminder to a lead who stopped answering a flow question. It leaves "
+                    "through the conversation's chip, within the chip's send window and "
+                    "only if the chip may follow up; never after a reply, an opt-out, a "
+                    "handoff, or in a conversation with a human or closed."
+                ),
             },
         ),
     ]

@@ -16,21 +16,41 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from django.utils.functional import Promise
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
 from agent.models import FlowStep
+
+StrOrPromise = str | Promise
 
 # The flow finished; kept in `Conversation.flow_step` so it never restarts by itself.
 FLOW_DONE = "__done__"
 
-DEFAULT_ERRORS: dict[str, str] = {
-    FlowStep.Validator.NAME: "Não consegui entender o seu nome. Pode me dizer só o nome?",
-    FlowStep.Validator.MENU: "Não encontrei essa opção. Pode responder com o número da opção?",
-    FlowStep.Validator.MONTH: "Não entendi o mês. Pode escrever o nome do mês, por exemplo: março?",
-    FlowStep.Validator.DAY: "Não entendi o dia. Pode mandar só o número do dia, de 1 a 31?",
-    FlowStep.Validator.INTEGER_RANGE: "Não entendi o número. Pode mandar só o número, por favor?",
-    FlowStep.Validator.FREE_TEXT: "Pode me responder com uma mensagem de texto?",
-    FlowStep.Validator.EMAIL: "Esse e-mail não parece válido. Pode conferir e mandar de novo?",
-    FlowStep.Validator.DATE: (
-        "Não entendi a data. Pode mandar no formato dia/mês, por exemplo 15/03?"
+# What the lead reads after an answer a step cannot take (unless the step has
+# its own error message); lazy, so it is in the language active when sent.
+DEFAULT_ERRORS: dict[str, StrOrPromise] = {
+    FlowStep.Validator.NAME: _(
+        "I could not understand your name. Could you tell me just the name?"
+    ),
+    FlowStep.Validator.MENU: _(
+        "I could not find that option. Could you answer with the option's number?"
+    ),
+    FlowStep.Validator.MONTH: _(
+        "I did not understand the month. Could you write the month's name, for example: March?"
+    ),
+    FlowStep.Validator.DAY: _(
+        "I did not understand the day. Could you send just the day's number, from 1 to 31?"
+    ),
+    FlowStep.Validator.INTEGER_RANGE: _(
+        "I did not understand the number. Could you send just the number, please?"
+    ),
+    FlowStep.Validator.FREE_TEXT: _("Could you answer me with a text message?"),
+    FlowStep.Validator.EMAIL: _(
+        "That email does not look valid. Could you check it and send it again?"
+    ),
+    FlowStep.Validator.DATE: _(
+        "I did not understand the date. Could you send it as day/month, for example 15/03?"
     ),
 }
 
@@ -43,7 +63,7 @@ class Validation:
 
 
 def _fail(validator: str, detail: str = "") -> Validation:
-    return Validation(ok=False, error=detail or DEFAULT_ERRORS[validator])
+    return Validation(ok=False, error=detail or str(DEFAULT_ERRORS[validator]))
 
 
 def _strip_accents(text: str) -> str:
@@ -215,7 +235,7 @@ def validate_menu(answer: str, *, options: Sequence[Any] = (), **_: Any) -> Vali
     """'1' or 'opção 1' -> the first option; 'casamento' -> 'Casamento'."""
     labels = [str(option) for option in options]
     if not labels:
-        return _fail(FlowStep.Validator.MENU, "Este passo não tem opções configuradas.")
+        return _fail(FlowStep.Validator.MENU, gettext("This step has no options configured."))
     plain = normalize(answer)
     number = re.fullmatch(r"(?:(?:opcao|opção|numero|n)\s*)?(\d{1,2})[.)o]?", plain)
     if number:
@@ -295,11 +315,14 @@ def validate_integer_range(answer: str, *, options: Sequence[Any] = (), **_: Any
     low, high = _bounds(options)
     if (low is not None and value < low) or (high is not None and value > high):
         if low is not None and high is not None:
-            detail = f"Pode mandar um número entre {low} e {high}?"
+            detail = gettext("Could you send a number between %(low)s and %(high)s?") % {
+                "low": low,
+                "high": high,
+            }
         elif low is not None:
-            detail = f"Pode mandar um número a partir de {low}?"
+            detail = gettext("Could you send a number from %(low)s up?") % {"low": low}
         else:
-            detail = f"Pode mandar um número até {high}?"
+            detail = gettext("Could you send a number up to %(high)s?") % {"high": high}
         return _fail(FlowStep.Validator.INTEGER_RANGE, detail)
     return Validation(ok=True, value=value)
 
@@ -358,7 +381,10 @@ def validate_date(answer: str, *, today: date | None = None, **_: Any) -> Valida
         else:
             candidate = date(year, month, day)
     except ValueError:
-        return _fail(FlowStep.Validator.DATE, "Essa data não existe. Pode conferir o dia e o mês?")
+        return _fail(
+            FlowStep.Validator.DATE,
+            gettext("That date does not exist. Could you check the day and month?"),
+        )
     return Validation(ok=True, value=candidate.isoformat())
 
 
@@ -447,5 +473,5 @@ def flow_turn(
         return FlowOutcome(step=FLOW_DONE, data=data, finished=True, advanced=advanced)
     if advanced:
         return FlowOutcome(step=step.key, data=data, reply=step.question, advanced=advanced)
-    error = last_error or step.error_message or DEFAULT_ERRORS[step.validator]
+    error = last_error or step.error_message or str(DEFAULT_ERRORS[step.validator])
     return FlowOutcome(step=step.key, data=data, reply=f"{error}\n\n{step.question}")

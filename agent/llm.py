@@ -4,7 +4,7 @@ Any OpenAI-compatible server works (`OPENAI_BASE_URL`). This module knows the
 wire: it sends a conversation, lets the model call our tools through a
 handler the caller supplies, retries what is worth retrying and reports
 tokens and latency. What the tools do to our data is the caller's business
-(agent/services.py), so nothing here writes to the database.
+(agent/turns.py, agent/planning.py), so nothing here writes to the database.
 
 Retries are ours, not the SDK's (`max_retries=0`): a timeout, a 429, a
 connection error or a 5xx is tried again with exponential backoff (or the
@@ -24,65 +24,74 @@ from typing import Any
 
 import openai
 from django.conf import settings
+from django.utils.translation import gettext
 
-from channels.http import retry_after_seconds
+from channels.http import retry_after_seconds, tls_context
 
 logger = logging.getLogger(__name__)
 
-TOOLS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "request_handoff",
-            "description": (
-                "Transfere a conversa para um atendente humano. Use quando o lead pedir uma "
-                "pessoa, quando houver reclamação, negociação de preço ou algo que você não "
-                "consegue resolver."
-            ),
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "reason": {"type": "string", "description": "Motivo, em poucas palavras"}
+
+def tools() -> list[dict[str, Any]]:
+    """The tools offered to the model, described in the active language (the prompt's)."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": "request_handoff",
+                "description": gettext(
+                    "Hands the conversation to a human attendant. Use it when the lead asks for "
+                    "a person, complains, negotiates the price or brings something you cannot "
+                    "solve."
+                ),
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "reason": {
+                            "type": "string",
+                            "description": gettext("Reason, in a few words"),
+                        }
+                    },
+                    "required": ["reason"],
                 },
-                "required": ["reason"],
             },
         },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "update_lead",
-            "description": "Registra dados que o lead informou sobre si mesmo.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string", "description": "Nome do lead"},
-                    "email": {"type": "string", "description": "E-mail do lead"},
-                    "company": {"type": "string", "description": "Empresa do lead"},
-                    "notes": {
-                        "type": "string",
-                        "description": "Outras informações úteis para o time de vendas",
+        {
+            "type": "function",
+            "function": {
+                "name": "update_lead",
+                "description": gettext("Records details the lead gave about themselves."),
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "description": gettext("Lead's name")},
+                        "email": {"type": "string", "description": gettext("Lead's email")},
+                        "company": {"type": "string", "description": gettext("Lead's company")},
+                        "notes": {
+                            "type": "string",
+                            "description": gettext("Other information useful to the sales team"),
+                        },
                     },
                 },
             },
         },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "end_conversation",
-            "description": (
-                "Encerra a conversa quando o lead se despediu ou não há mais nada a fazer. "
-                "Escreva também a mensagem de despedida."
-            ),
-            "parameters": {
-                "type": "object",
-                "properties": {"reason": {"type": "string"}},
+        {
+            "type": "function",
+            "function": {
+                "name": "end_conversation",
+                "description": gettext(
+                    "Closes the conversation when the lead said goodbye or there is nothing "
+                    "left to do. Write the goodbye message too."
+                ),
+                "parameters": {
+                    "type": "object",
+                    "properties": {"reason": {"type": "string"}},
+                },
             },
         },
-    },
-]
-TOOL_NAMES = frozenset(tool["function"]["name"] for tool in TOOLS)
+    ]
+
+
+TOOL_NAMES = frozenset({"request_handoff", "update_lead", "end_conversation"})
 
 
 class LlmError(Exception):
@@ -121,8 +130,28 @@ def llm_configured() -> bool:
     return bool(settings.OPENAI_API_KEY)
 
 
+_clients: dict[tuple[str, str, float], openai.OpenAI] = {}
+
+
 def llm_client(*, http_client: Any = None) -> openai.OpenAI:
-    """A client for the configured server; `http_client` is the tests' transport seam."""
+    """A client for the configured server; `http_client` is the tests' transport seam.
+
+    One per process and configuration, reused by every turn: a new client
+    builds a new connection pool and TLS context (which reads the whole CA
+    bundle), a quarter of an agent worker's time under load.
+    """
+    if http_client is not None:
+        return _new_client(http_client=http_client)
+    key = (settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, settings.OPENAI_TIMEOUT_SECONDS)
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = _new_client(
+            http_client=openai.DefaultHttpxClient(verify=tls_context())
+        )
+    return client
+
+
+def _new_client(*, http_client: Any) -> openai.OpenAI:
     return openai.OpenAI(
         api_key=settings.OPENAI_API_KEY,
         base_url=settings.OPENAI_BASE_URL or None,
@@ -228,8 +257,7 @@ def llm_chat(
         + settings.OPENAI_RETRY_MAX_SECONDS
     )
     deadline = time.monotonic() + budget
-    own_client = client is None
-    client = client or llm_client()
+    client = client or llm_client()  # the process's shared one: never closed here
     result = LlmResult(text="", model=model)
     conversation = list(messages)
     try:
@@ -244,7 +272,7 @@ def llm_chat(
                     "model": model,
                     "messages": conversation,
                     "temperature": temperature,
-                    "tools": TOOLS,
+                    "tools": tools(),
                 },
             )
             usage = getattr(completion, "usage", None)
@@ -304,9 +332,6 @@ def llm_chat(
     except (AttributeError, TypeError, ValueError) as exc:
         # A server that is only almost OpenAI-compatible: a reply we cannot read.
         raise LlmError("invalid_response", f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        if own_client:
-            client.close()
 
 
 # --- Splitting replies into WhatsApp-sized messages ---------------------------------------------

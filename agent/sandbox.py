@@ -16,18 +16,20 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from agent.models import AgentProfile
-from agent.services import profile_for
+from agent.selectors import profile_for
 from channels.models import Chip, Provider
 from channels.services import webhook_receive
 from conversations.ingest import conversation_get_or_open, lead_resolve
 from conversations.models import Conversation, Message
+from conversations.ordering import messages_in_lead_order
 from core.phones import to_e164
 
 
 class SandboxError(ValueError):
-    """What the page shows when it cannot send (pt-BR)."""
+    """What the page shows when it cannot send (translated)."""
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,23 @@ def sandbox_chips() -> list[Chip]:
     return list(Chip.objects.filter(provider=Provider.SANDBOX).select_related("agent_profile"))
 
 
+def _pk(value: object) -> int | None:
+    """A primary key from the page's JSON or query string; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    try:
+        pk = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    # Beyond bigint the database would refuse the comparison itself.
+    return pk if 0 < pk < 2**63 else None
+
+
 def _sandbox_chip(chip_id: int | str) -> Chip:
-    chip = Chip.objects.filter(pk=chip_id, provider=Provider.SANDBOX).first()
+    pk = _pk(chip_id)
+    chip = Chip.objects.filter(pk=pk, provider=Provider.SANDBOX).first() if pk else None
     if chip is None:
-        raise SandboxError("Escolha um chip sandbox.")
+        raise SandboxError(gettext("Choose a sandbox chip."))
     return chip
 
 
@@ -51,7 +66,7 @@ def _phone(raw: str) -> str:
     try:
         return to_e164(raw)
     except ValueError as exc:
-        raise SandboxError("Telefone inválido. Use, por exemplo, +55 11 99999-0000.") from exc
+        raise SandboxError(gettext("Invalid phone. Use, for example, +55 11 99999-0000.")) from exc
 
 
 def sandbox_lead_writes(
@@ -66,16 +81,19 @@ def sandbox_lead_writes(
     chip = _sandbox_chip(chip_id)
     phone = _phone(phone)
     text = text.strip()
+    # PostgreSQL text refuses NUL; the name is stored as typed (the text goes through the intake).
+    name = name.replace("\x00", "")
     if not text:
-        raise SandboxError("Escreva uma mensagem.")
+        raise SandboxError(gettext("Write a message."))
     with transaction.atomic():
         # Open the conversation first so a chosen profile applies to this very message.
         lead = lead_resolve(provider=chip.provider, phone=phone, addresses=[phone], name=name)
         conversation = conversation_get_or_open(lead=lead, chip=chip)
         if profile_id:
-            profile = AgentProfile.objects.filter(pk=profile_id).first()
+            pk = _pk(profile_id)
+            profile = AgentProfile.objects.filter(pk=pk).first() if pk else None
             if profile is None:
-                raise SandboxError("Perfil não encontrado.")
+                raise SandboxError(gettext("Profile not found."))
             if conversation.agent_profile_id != profile.pk:
                 conversation.agent_profile = profile
                 conversation.save(update_fields=["agent_profile", "updated_at"])
@@ -105,6 +123,9 @@ def sandbox_conversation_reset(*, chip_id: int | str, phone: str) -> int:
     ).update(status=Conversation.Status.CLOSED, closed_at=timezone.now(), updated_at=timezone.now())
 
 
+_EXPLAINED = (Message.Status.CANCELLED, Message.Status.FAILED)
+
+
 def sandbox_transcript(*, chip_id: int | str, phone: str) -> dict[str, Any]:
     """The lead's open conversation on the chip as the page shows it."""
     chip = _sandbox_chip(chip_id)
@@ -116,7 +137,9 @@ def sandbox_transcript(*, chip_id: int | str, phone: str) -> dict[str, Any]:
     )
     if conversation is None:
         return {"conversation": None, "messages": []}
-    messages = Message.objects.filter(conversation=conversation).order_by("created_at", "pk")
+    messages = messages_in_lead_order(
+        Message.objects.filter(conversation=conversation).order_by("created_at", "pk")[:500]
+    )
     # The profile that really answers (services.profile_for), not a guess of it.
     profile = profile_for(conversation=conversation)
     return {
@@ -138,8 +161,11 @@ def sandbox_transcript(*, chip_id: int | str, phone: str) -> dict[str, Any]:
                 "body": message.body,
                 "purpose": message.get_purpose_display(),
                 "status": message.get_status_display(),
+                "state": message.status,
+                # Why it was cancelled or failed: the chat shows the real fate of each message.
+                "reason": message.last_error if message.status in _EXPLAINED else "",
                 "at": timezone.localtime(message.created_at).strftime("%H:%M:%S"),
             }
-            for message in messages[:500]
+            for message in messages
         ],
     }

@@ -1,18 +1,43 @@
 """django-q2 entry points of the agent; each one calls a service."""
 
-from agent import services
+from agent.recovery import conversations_recover_stuck
+from agent.reprocess import message_reprocess_by_id
+from agent.turns import message_reply
+from core.audit import audit_record
+from core.db import db_retry_transient
+from core.models import AuditEntry
 
 
-def answer_message(message_id: int) -> str:
-    """Enqueued after ingest commits a lead's message (see agent.apps / AGENT_HOOKS)."""
-    return services.message_reply(message_id=message_id).status
+def answer_message(message_id: int, lease: str | None = None) -> str:
+    """Enqueued after ingest commits a lead's message (see agent.apps / AGENT_HOOKS).
+
+    With `lease`: the same turn resumed once the lead stopped typing (it was
+    scheduled for then by agent.turns, holding the conversation's lease).
+
+    A turn cut by a database blip is answered again when the database is
+    back (a turn is idempotent: an answered message is not answered twice),
+    instead of waiting for the stuck-conversation recovery.
+    """
+    return db_retry_transient(lambda: message_reply(message_id=message_id, lease=lease)).status
 
 
 def recover_stuck() -> dict[str, int]:
     """Periodic: answer conversations whose last lead message was never answered."""
-    return services.conversations_recover_stuck().counts()
+    report = conversations_recover_stuck()
+    counts = report.counts()
+    if report.found:
+        # Only runs that did something: an entry a minute saying "nothing" is noise.
+        audit_record(
+            action="recover_stuck",
+            source=AuditEntry.Source.TASK,
+            actor_label="agent.tasks.recover_stuck",
+            target="conversations.message",
+            objects=[message for message, _ in report.results],
+            detail=counts,
+        )
+    return counts
 
 
 def reprocess_message(message_id: int, force: bool = False) -> str:
     """Enqueued by the admin's "Reprocess" actions: the LLM never runs in a web request."""
-    return services.message_reprocess_by_id(message_id=message_id, force=force).status
+    return message_reprocess_by_id(message_id=message_id, force=force).status

@@ -1,0 +1,419 @@
+"""Answering a lead's turn: the worker task's entry point, under the conversation's lease.
+
+A message that arrives while another worker holds the conversation is left to
+that worker, which looks for new messages after releasing the lease.
+
+Never silence, never a traceback to the lead: when the model fails (or there
+is no model), the profile's fallback reply goes out and, by default, a human
+takes over; the error is kept on the conversation and on the AgentRun.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from agent.leases import lease_acquire, lease_hold, lease_release
+from agent.models import AgentRun
+from agent.planning import TurnPlan, describe_error, failure_plan, ms_since, plan_turn
+from agent.selectors import (
+    MAX_TURN_MESSAGES,
+    default_profile,
+    pending_turn,
+    profile_for,
+    why_not_answer,
+)
+from conversations.handoffs import handoff_open
+from conversations.models import Conversation, Lead, Message
+from conversations.outbox import outbox_cancel, outbox_enqueue
+from conversations.ownership import conversation_set_owner
+from conversations.presence import presence_typing
+from core.brokers import agent_cluster, async_task_at
+from core.db import db_retry_transient
+from core.metrics import histogram_observe
+
+logger = logging.getLogger(__name__)
+
+ANSWER_TASK = "agent.tasks.answer_message"
+SUPERSEDED_REASON = _(
+    "Superseded: the lead wrote again before the send and got the reply to the newest message"
+)
+
+
+@dataclass
+class ProcessResult:
+    """What one processing run did; `status` is one of the constants below."""
+
+    status: str
+    detail: str = ""
+    run_id: int | None = None
+    replies: int = 0
+    message_id: int | None = None  # the turn's last message (the reply's reply_to)
+
+
+REPLIED = "replied"
+HANDOFF = "handoff"
+FALLBACK = "fallback"
+OPTED_OUT = "opted_out"
+ANSWERED = "already_answered"
+SKIPPED = "skipped"
+BUSY = "busy"
+WAITING = "waiting"  # the lead may still be typing: resumed by a task due later
+MISSING = "missing"
+
+
+# --- The seam: ingest -> task ------------------------------------------------------------
+
+
+def agent_enqueue(message_id: int) -> None:
+    """AGENT_HOOKS entry: answer the message in a worker, never in the webhook's process.
+
+    On the agent's own cluster (settings: Q_AGENT_CLUSTER): a slow model
+    holds agent workers only, never the webhook processing or the sends.
+
+    A database blip (the ORM broker is the database) is waited out; any other
+    broker failure is logged, not raised: the message is stored, and the
+    stuck-conversation recovery answers it after a couple of minutes.
+    """
+    from django_q.tasks import async_task
+
+    try:
+        db_retry_transient(
+            lambda: async_task(
+                ANSWER_TASK, message_id, group="agent", cluster=agent_cluster(), save=False
+            )
+        )
+    except Exception:
+        logger.exception("agent: could not enqueue the answer of message %s", message_id)
+
+
+# --- The burst window: scheduled, never slept ------------------------------------------------
+
+
+def turn_quiet_at(turn: list[Message]) -> datetime:
+    """When the lead's burst counts as finished and the turn may be answered.
+
+    Quiet for AGENT_BURST_WINDOW_SECONDS after the last message, but never
+    later than AGENT_BURST_MAX_WAIT_SECONDS after the burst began (a lead who
+    keeps typing still gets an answer). The burst is the run of messages each
+    less than a window after the one before; an older unanswered message does
+    not shorten the wait.
+    """
+    last = turn[-1].created_at
+    window = timedelta(seconds=settings.AGENT_BURST_WINDOW_SECONDS)
+    if window <= timedelta(0):
+        return last
+    began = last
+    for earlier in reversed(turn[:-1]):
+        if began - earlier.created_at >= window:
+            break
+        began = earlier.created_at
+    return min(last + window, began + timedelta(seconds=settings.AGENT_BURST_MAX_WAIT_SECONDS))
+
+
+def _resume_later(*, conversation_id: int, token: str, message_id: int, due: datetime) -> bool:
+    """Hold the conversation until `due` and have a worker resume the turn then.
+
+    The worker is free meanwhile: no task sleeps through the window (two
+    sleeping workers used to cap a cluster at one turn every two seconds).
+    The lease stays ours, as when a worker slept holding it, so a message
+    arriving meanwhile is left to the resumed turn (its own task finds the
+    conversation busy) and only one task ever resumes it. The resume is a
+    task held by the broker until `due` (core/brokers.py): durable as any
+    queued task. Lost anyway (broker data gone), the lease expires and the
+    stuck-conversation recovery answers. False when it could not be
+    scheduled: the caller answers at once instead.
+    """
+    until = due + timedelta(seconds=settings.AGENT_LEASE_SECONDS)
+    if not lease_hold(conversation_id=conversation_id, token=token, until=until):
+        return False
+    try:
+        db_retry_transient(
+            lambda: async_task_at(
+                due,
+                ANSWER_TASK,
+                message_id,
+                lease=token,
+                group="agent",
+                cluster=agent_cluster(),
+                save=False,
+            )
+        )
+    except Exception:
+        logger.exception("agent: could not schedule the turn of conversation %s", conversation_id)
+        return False
+    return True
+
+
+# --- The lease: one worker per conversation --------------------------------------------------
+
+
+def message_reply(
+    *,
+    message_id: int,
+    trigger: str = AgentRun.Trigger.INBOUND,
+    force: bool = False,
+    lease: str | None = None,
+) -> ProcessResult:
+    """Answer the turn an inbound message belongs to (the worker task's entry point).
+
+    Without `force` nothing is sent when the message is already answered.
+    With `force` (ops) the message and everything the lead wrote after it are
+    answered again. `lease` is the token of a turn that waited for the lead
+    to stop typing (the resumed task).
+    """
+    message = (
+        Message.objects.filter(pk=message_id, direction=Message.Direction.INBOUND)
+        .only("pk", "conversation_id", "created_at")
+        .first()
+    )
+    if message is None:
+        return ProcessResult(status=MISSING, detail=gettext("Received message not found"))
+    result = _process_with_lease(
+        conversation_id=message.conversation_id,
+        trigger=trigger,
+        target=message,
+        force=force,
+        lease=lease,
+    )
+    if result.status in (BUSY, SKIPPED, WAITING):
+        return result
+    # A message that arrived while we held the conversation had its own task
+    # give up (busy): it needs a new task. Looked for after releasing the
+    # lease, so a message committed at any moment is seen either here or by
+    # its own task. A new task rather than a loop here: the task's time limit
+    # holds one turn, not several.
+    turn = pending_turn(conversation_id=message.conversation_id)
+    if turn and (result.message_id is None or turn[-1].pk > result.message_id):
+        agent_enqueue(turn[-1].pk)
+    return result
+
+
+def _process_with_lease(
+    *,
+    conversation_id: int,
+    trigger: str,
+    target: Message | None,
+    force: bool = False,
+    lease: str | None = None,
+) -> ProcessResult:
+    token = None
+    if lease is not None:
+        until = timezone.now() + timedelta(seconds=settings.AGENT_LEASE_SECONDS)
+        if lease_hold(conversation_id=conversation_id, token=lease, until=until):
+            token = lease
+    # A resumed turn whose lease is gone (it expired and another worker
+    # answered and released it) starts over like any other task.
+    token = token or lease_acquire(conversation_id=conversation_id)
+    if token is None:
+        return ProcessResult(
+            status=BUSY, detail=gettext("Another worker is answering this conversation")
+        )
+    held = False
+    try:
+        result = _process_turn(
+            conversation_id=conversation_id,
+            trigger=trigger,
+            target=target,
+            force=force,
+            token=token,
+            resumed_for=target.pk if lease is not None and target is not None else None,
+        )
+        held = result.status == WAITING
+        return result
+    finally:
+        # Released even across a database blip: a lease left behind would turn
+        # this turn's own retry away as "busy". A waiting turn keeps it.
+        if not held:
+            db_retry_transient(lambda: lease_release(conversation_id=conversation_id, token=token))
+
+
+def _load(conversation_id: int) -> Conversation:
+    return Conversation.objects.select_related(
+        "lead", "chip__agent_profile__flow", "agent_profile__flow"
+    ).get(pk=conversation_id)
+
+
+def _process_turn(
+    *,
+    conversation_id: int,
+    trigger: str,
+    target: Message | None,
+    force: bool,
+    token: str,
+    resumed_for: int | None,
+) -> ProcessResult:
+    conversation = _load(conversation_id)
+    reason = why_not_answer(conversation=conversation)
+    if reason:
+        return ProcessResult(status=SKIPPED, detail=reason)
+
+    if force and target is not None:
+        turn = list(
+            Message.objects.filter(
+                conversation_id=conversation_id,
+                direction=Message.Direction.INBOUND,
+                created_at__gte=target.created_at,
+            )
+            .exclude(status=Message.Status.IGNORED)
+            .order_by("created_at", "pk")[:MAX_TURN_MESSAGES]
+        )
+    else:
+        turn = pending_turn(conversation_id=conversation_id)
+        if target is not None and target.pk not in {m.pk for m in turn}:
+            return ProcessResult(status=ANSWERED, detail=gettext("Message already answered"))
+    if not turn:
+        return ProcessResult(status=ANSWERED, detail="Nada a responder")
+
+    if trigger == AgentRun.Trigger.INBOUND:
+        if turn[-1].pk != resumed_for:
+            # "digitando…" while the lead finishes and the model thinks (again
+            # for a message that came during the wait: it marks it read too);
+            # never fails the turn.
+            presence_typing(message=turn[-1])
+        due = turn_quiet_at(turn)
+        if due > timezone.now() and _resume_later(
+            conversation_id=conversation_id, token=token, message_id=turn[-1].pk, due=due
+        ):
+            return ProcessResult(
+                status=WAITING,
+                detail=gettext("Waiting for the lead to finish typing"),
+                message_id=turn[-1].pk,
+            )
+
+    histogram_observe(
+        "agent_debounce_seconds", (timezone.now() - turn[-1].created_at).total_seconds()
+    )
+    profile = profile_for(conversation=conversation) or default_profile()
+    run = AgentRun.objects.create(
+        conversation=conversation,
+        message=turn[-1],
+        profile=profile if profile.pk else None,
+        kind=AgentRun.Kind.LLM,
+        trigger=trigger,
+        outcome=AgentRun.Outcome.RUNNING,
+    )
+    started = time.monotonic()
+    try:
+        plan = plan_turn(conversation=conversation, profile=profile, turn=turn)
+    except Exception as exc:
+        # A bug of ours must not leave the lead in silence either.
+        logger.exception("agent: run %s failed", run.pk)
+        plan = failure_plan(profile=profile, kind=AgentRun.Kind.FALLBACK, error=describe_error(exc))
+    with transaction.atomic():
+        replies = _apply(conversation=conversation, plan=plan, turn=turn)
+        run.latency_ms = plan.llm_ms if plan.llm_ms is not None else ms_since(started)
+        run.kind = plan.kind
+        run.outcome = plan.outcome
+        run.error = plan.error[:5000]
+        run.model = plan.model[:100]
+        run.prompt_tokens = plan.prompt_tokens
+        run.completion_tokens = plan.completion_tokens
+        run.tool_calls = plan.tool_calls
+        run.finished_at = timezone.now()
+        run.save()
+    status = {
+        AgentRun.Outcome.HANDOFF: HANDOFF,
+        AgentRun.Outcome.FALLBACK: FALLBACK,
+    }.get(plan.outcome, OPTED_OUT if plan.opt_out else REPLIED)
+    return ProcessResult(
+        status=status,
+        detail=plan.error,
+        run_id=run.pk,
+        replies=len(replies),
+        message_id=turn[-1].pk,
+    )
+
+
+def _apply(*, conversation: Conversation, plan: TurnPlan, turn: list[Message]) -> list[Message]:
+    now = timezone.now()
+    last = turn[-1]
+    replies = [
+        outbox_enqueue(conversation=conversation, body=body, purpose=plan.purpose, reply_to=last)
+        for body in plan.replies
+        if body.strip()
+    ]
+    if replies:
+        _supersede_stale_replies(conversation=conversation, last=last)
+    Message.objects.filter(pk__in=[m.pk for m in turn]).update(
+        status=Message.Status.PROCESSED, processed_at=now, updated_at=now
+    )
+    # The error also stays on the message it concerns, for the ops' message filters.
+    Message.objects.filter(pk=last.pk).update(last_error=plan.error)
+    fields: dict[str, Any] = {"updated_at": now}
+    if plan.flow_step is not None:
+        fields["flow_step"] = plan.flow_step
+        fields["flow_data"] = plan.flow_data or {}
+    if plan.error:
+        fields["last_error"] = plan.error
+        fields["last_error_at"] = now
+    elif conversation.last_error:
+        fields["last_error"] = ""
+    Conversation.objects.filter(pk=conversation.pk).update(**fields)
+    if plan.close and plan.handoff is None:
+        conversation_set_owner(
+            conversation=conversation,
+            owner=Conversation.ControlledBy.CLOSED,
+            reason="Fluxo encerrou a conversa",
+            actor_label="agente",
+        )
+    _lead_apply(lead=conversation.lead, plan=plan, now=now)
+    if plan.handoff is not None:
+        reason, note = plan.handoff
+        handoff_open(conversation=conversation, reason=reason, note=note)
+    if replies:
+        # What the lead feels (agent_response_seconds) is observed when the
+        # provider accepts the first part, in the outbox.
+        histogram_observe("agent_turn_seconds", (now - last.created_at).total_seconds())
+    if plan.kind == AgentRun.Kind.LLM and plan.llm_ms is not None:
+        histogram_observe("agent_llm_seconds", plan.llm_ms / 1000)
+    return replies
+
+
+def _supersede_stale_replies(*, conversation: Conversation, last: Message) -> int:
+    """Cancel the agent's queued replies to earlier turns: this turn's answer replaces them.
+
+    The lead wrote again before they left (answered a question still in the
+    outbox, say): sending them now would ask what was already answered. Only
+    called once this turn has a reply of its own, so the lead is never left
+    without one; a reply already being sent goes.
+    """
+    stale = Message.objects.filter(
+        conversation=conversation,
+        direction=Message.Direction.OUTBOUND,
+        purpose=Message.Purpose.REPLY,
+        status=Message.Status.QUEUED,
+        reply_to__isnull=False,
+    ).exclude(reply_to=last)
+    return outbox_cancel(messages=stale, reason=SUPERSEDED_REASON)
+
+
+def _lead_apply(*, lead: Lead, plan: TurnPlan, now: Any) -> None:
+    fields: list[str] = []
+    if plan.opt_out and not lead.opted_out:
+        lead.opted_out, lead.opted_out_at = True, now
+        fields += ["opted_out", "opted_out_at"]
+    for name, value in plan.lead_updates.items():
+        if name == "email" and "@" not in value:
+            continue
+        if getattr(lead, name) != value:
+            setattr(lead, name, value)
+            fields.append(name)
+    if plan.lead_notes:
+        notes = [*lead.attributes.get("agent_notes", []), *plan.lead_notes][-20:]
+        lead.attributes = {**lead.attributes, "agent_notes": notes}
+        fields.append("attributes")
+    if fields:
+        lead.save(update_fields=[*fields, "updated_at"])
+
+
+# --- Reprocessing (admin action, reprocess_failed) ----------------------------------------
