@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import recreate_database
+from bench.common import migrated_bench_database
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -34,24 +34,31 @@ FROM generate_series(1, {leads}) AS i;
 
 INSERT INTO conversations_conversation (lead_id, chip_id, status, controlled_by, agent_paused,
     paused_reason, flow_step, flow_data, context, last_message_at, last_inbound_at, last_error,
-    external_id, created_at, updated_at)
+    external_id, owner_reason, created_at, updated_at)
 SELECT l.id, (SELECT min(id) FROM channels_chip) + (l.id % {chips}), 'open', 'agent', false,
        '', '', '{{}}', '{{}}', now() - (l.id || ' seconds')::interval,
-       now() - (l.id || ' seconds')::interval, '', '', now(), now()
+       now() - (l.id || ' seconds')::interval, '', '', '', now(), now()
 FROM conversations_lead l;
 
 INSERT INTO conversations_message (conversation_id, chip_id, direction, purpose, kind, body,
     media_url, media_id, media_mime_type, status, outcome, provider_message_id, priority,
-    attempts, last_error, next_attempt_at, created_at, updated_at)
+    attempts, last_error, lease_owner, next_attempt_at, created_at, updated_at, sent_at,
+    failed_at)
 SELECT c.id, c.chip_id,
        CASE WHEN s.i % 2 = 0 THEN 'in' ELSE 'out' END,
        CASE WHEN s.i % 2 = 0 THEN 'inbound' ELSE 'reply' END,
        'text', 'mensagem ' || s.i, '', '', '',
        CASE WHEN s.i % 2 = 0 THEN 'processed'
-            WHEN s.i % 1000 = 1 THEN 'queued' ELSE 'sent' END,
-       '', 'wamid.' || s.i, 0, 0, '',
+            WHEN s.i % 1000 = 1 THEN 'queued'
+            WHEN s.i % 50 = 3 THEN 'failed' ELSE 'sent' END,
+       CASE WHEN s.i % 2 = 0 OR s.i % 1000 = 1 THEN ''
+            WHEN s.i % 50 = 3 THEN 'failed_provider' ELSE 'sent' END,
+       'wamid.' || s.i, 0, 0, '', '',
        now() - (s.i || ' seconds')::interval,
-       now() - (s.i || ' seconds')::interval, now()
+       now() - (s.i || ' seconds')::interval, now(),
+       CASE WHEN s.i % 2 = 1 AND s.i % 1000 <> 1 AND s.i % 50 <> 3
+            THEN now() - (s.i || ' seconds')::interval END,
+       CASE WHEN s.i % 50 = 3 THEN now() - (s.i || ' seconds')::interval END
 FROM generate_series(1, {messages}) AS s(i)
 JOIN conversations_conversation c ON c.id = (SELECT min(id) FROM conversations_conversation)
                                           + (s.i % {leads});
@@ -77,22 +84,13 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--chips", type=int, default=10)
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        sys.exit("set DATABASE_URL to a throwaway PostgreSQL database named sdr_ops_bench…")
-    recreate_database(url)
-
-    import django
-
-    django.setup()
+    migrated_bench_database()
     from django.contrib.auth import get_user_model
-    from django.core.management import call_command
     from django.db import connection
     from django.test import Client
 
     from channels.models import Chip
 
-    call_command("migrate", verbosity=0)
     for n in range(args.chips):
         Chip.objects.create(name=f"bench {n}", provider="sandbox", phone=f"+55118{n:08d}")
     start = time.perf_counter()
@@ -127,6 +125,21 @@ def main() -> None:
         "admin: messages search by phone",
         page("/admin/conversations/message/?q=%2B5511900004242"),
     )
+
+    # The dashboard: the whole tiles fragment, then each selector behind it.
+    from core import dashboard
+    from core.alerts import alerts_evaluate
+
+    timed("dashboard: tiles fragment (every tile and chart)", page("/admin/dashboard/tiles/"))
+    timed("dashboard: sends per hour by outcome, 24 h", dashboard.sends_by_hour)
+    timed("dashboard: outbox backlog + failed 24 h", dashboard.outbox_status)
+    timed("dashboard: chips with today's sends", dashboard.chips_status)
+    timed("dashboard: leads waiting for an answer", dashboard.awaiting_reply)
+    timed(
+        "dashboard: agent p50/p95 + error rate, 60 min",
+        lambda: dashboard.agent_performance(minutes=60),
+    )
+    timed("alerts: evaluate every rule", alerts_evaluate)
 
     from django.db import transaction
     from django.test.utils import CaptureQueriesContext
