@@ -6,6 +6,7 @@ from core.demo import DEMO_STEPS
 from tests.factories.agent import AgentProfileFactory
 from tests.factories.channels import ChipFactory
 from tests.support.fake_openai import running_fake_openai
+from tests.support.fake_provider import running_fake_provider
 
 
 @pytest.fixture(autouse=True)
@@ -64,3 +65,22 @@ def flow_profile(qualification_flow):
 @pytest.fixture
 def sandbox_chip(db):
     return ChipFactory(provider="sandbox", min_interval_seconds=0, jitter_seconds=0)
+
+
+@pytest.fixture
+def fake_zapi():
+    with running_fake_provider() as provider:
+        yield provider
+
+
+@pytest.fixture
+def zapi_chip(flow_profile, fake_zapi):
+    return ChipFactory(
+        provider="zapi",
+        api_base_url=fake_zapi.url,
+        instance_id="A20DA9C0183A2D35A260F53F5D2B9244",
+        api_token="zapi-token",
+        min_interval_seconds=0,
+        jitter_seconds=0,
+        agent_profile=flow_profile,
+    )

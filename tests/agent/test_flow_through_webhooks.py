@@ -6,16 +6,12 @@ the real task code, in this process), and the outbox sends the questions to a
 local fake Z-API server.
 """
 
-import copy
-
 import pytest
 
 from agent.flows import FLOW_DONE
 from agent.models import AgentRun
 from conversations.models import Conversation, Handoff, Lead, Message
-from tests.channels.webhooks import load_fixture_json, post_webhook
-from tests.factories.channels import ChipFactory
-from tests.support.fake_provider import running_fake_provider
+from tests.agent.zapi_lead import Lead_, bot_messages
 
 pytestmark = pytest.mark.django_db
 
@@ -29,52 +25,6 @@ QUESTIONS = {
     "dia": "E qual dia?",
     "convidados": "Quantos convidados, mais ou menos?",
 }
-
-
-@pytest.fixture
-def fake_zapi():
-    with running_fake_provider() as provider:
-        yield provider
-
-
-@pytest.fixture
-def zapi_chip(flow_profile, fake_zapi):
-    return ChipFactory(
-        provider="zapi",
-        api_base_url=fake_zapi.url,
-        instance_id="A20DA9C0183A2D35A260F53F5D2B9244",
-        api_token="zapi-token",
-        min_interval_seconds=0,
-        jitter_seconds=0,
-        agent_profile=flow_profile,
-    )
-
-
-class Lead_:
-    """A lead writing on WhatsApp through Z-API."""
-
-    def __init__(self, client, chip, capture) -> None:
-        self.client, self.chip, self.capture = client, chip, capture
-        self.sent = 0
-
-    def says(self, text: str) -> None:
-        payload = copy.deepcopy(load_fixture_json("zapi", "received__text"))
-        self.sent += 1
-        payload["messageId"] = f"3EB0{self.sent:016d}"
-        payload["momment"] += self.sent * 1000
-        payload["senderName"] = "Daniella Harumi"
-        payload["text"]["message"] = text
-        with self.capture(execute=True):
-            response = post_webhook(self.client, self.chip, payload)
-        assert response.status_code == 200, response.content
-
-
-def bot_messages(conversation):
-    return list(
-        Message.objects.filter(conversation=conversation, direction=Message.Direction.OUTBOUND)
-        .order_by("pk")
-        .values_list("body", flat=True)
-    )
 
 
 def test_a_whole_qualification_through_zapi_webhooks(

@@ -3,10 +3,12 @@
 import json
 
 import pytest
+from django.urls import reverse
 
 from agent import tasks
 from agent.llm import split_reply
 from agent.models import AgentRun
+from conversations import outbox
 from conversations.models import Conversation, Handoff, Message
 from core.models import MetricCounter
 from tests.factories.agent import AgentProfileFactory
@@ -253,13 +255,45 @@ def test_without_an_api_key_the_fallback_goes_out_and_a_human_takes_over(convers
     assert AgentRun.objects.get().kind == "fallback"
 
 
-def test_agent_response_seconds_is_observed(fake_openai, conversation, client):
+def test_response_time_is_measured_to_the_provider_accepting_the_first_part(
+    fake_openai, conversation, client, superuser_client, fake_zapi, settings
+):
+    fake_provider = fake_zapi  # one scripted server stands in for any provider
+    settings.OUTBOX_REPLY_GAP_MIN_SECONDS = settings.OUTBOX_REPLY_GAP_MAX_SECONDS = 0.1
+    settings.AGENT_REPLY_MAX_CHARS = 20  # the reply below goes in two parts
+    chip = conversation.chip
+    chip.provider, chip.api_base_url, chip.api_token = "evolution", fake_provider.url, "k"
+    chip.instance_id = chip.instance_id or "inst"
+    chip.save()
+    fake_openai.script(completion("Oi, Daniella!\n\nTemos horários amanhã."))
     inbound = InboundMessageFactory(conversation=conversation, body="oi")
     tasks.answer_message(inbound.pk)
 
     text = client.get("/metrics").content.decode()
+    # Queued, not yet accepted: the lead is still waiting.
+    for series in ("agent_debounce_seconds", "agent_llm_seconds", "agent_turn_seconds"):
+        assert f"{series}_count 1.0" in text, series
+    assert "agent_response_seconds_count 0.0" in text
+
+    outbox.outbox_drain(max_seconds=5)
+
+    # "digitando…" when the turn started, then every part of the reply.
+    assert len(fake_provider.seen("/chat/sendPresence/")) == 1
+    sent = fake_provider.seen("/message/sendText/")
+    assert len(sent) == Message.objects.filter(reply_to=inbound).count() >= 2
+    text = client.get("/metrics").content.decode()
+    # One observation per turn, however many parts the reply has.
     assert "agent_response_seconds_count 1.0" in text
     assert 'agent_response_seconds_bucket{le="+Inf"} 1.0' in text
+    assert "outbox_reply_wait_seconds_count 1.0" in text
+    # The conversation page shows the turn's response time next to the lead's message.
+    page = superuser_client.get(
+        reverse("admin:conversations_conversation_change", args=[conversation.pk])
+    ).content.decode()
+    assert "Tempo de resposta" in page
+    first = Message.objects.filter(reply_to=inbound).order_by("pk").first()
+    waited = (first.sent_at - inbound.created_at).total_seconds()
+    assert f"{waited:.1f} s" in page
 
 
 def test_handoffs_total_counts_by_reason_at_metrics(conversation, client):

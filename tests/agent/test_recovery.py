@@ -17,6 +17,7 @@ from agent import tasks
 from agent.models import AgentRun
 from channels import tasks as channel_tasks
 from conversations.models import Conversation, Message
+from core.models import AuditEntry
 from core.schedules import ensure_schedules
 from tests.channels.webhooks import post_webhook
 from tests.factories.conversations import ConversationFactory, OutboundMessageFactory
@@ -97,6 +98,13 @@ def test_recovery_advances_the_stuck_flow_once(stuck):
     assert tasks.recover_stuck() == {}
     assert tasks.recover_stuck() == {}
     assert AgentRun.objects.count() == 1
+    # One audit entry, for the run that changed something.
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.source, entry.object_ids) == (
+        "recover_stuck",
+        "task",
+        [str(message.pk)],
+    )
 
 
 def test_an_invalid_stuck_answer_gets_the_error_and_the_question_again(stuck):
@@ -148,8 +156,11 @@ def test_recover_stuck_command_dry_run_then_for_real(stuck, capsys):
     assert "1 stuck conversation(s)" in out
     assert bot_messages(conversation) == [ASKED_GUESTS]
 
+    assert not AuditEntry.objects.exists()  # a dry run changes nothing
     call_command("recover_stuck")
     assert "1 stuck conversation(s): {'handoff': 1}" in capsys.readouterr().out
+    entry = AuditEntry.objects.get()
+    assert (entry.source, entry.object_count, entry.detail) == ("command", 1, {"handoff": 1})
     call_command("recover_stuck")
     assert "0 stuck conversation(s)" in capsys.readouterr().out
     assert len(bot_messages(conversation)) == 2

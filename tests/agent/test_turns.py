@@ -2,9 +2,11 @@
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from django_q.models import OrmQ
 
 from agent import tasks
@@ -34,7 +36,7 @@ def outbound(conversation):
 def test_ingest_hands_the_message_to_a_worker_task_not_to_the_webhook(
     client, sandbox_chip, django_capture_on_commit_callbacks
 ):
-    from agent.services import agent_enqueue
+    from agent.turns import agent_enqueue
     from channels import tasks as channel_tasks
 
     assert agent_enqueue in AGENT_HOOKS
@@ -52,8 +54,19 @@ def test_ingest_hands_the_message_to_a_worker_task_not_to_the_webhook(
     assert not Message.objects.filter(direction="out").exists()  # nothing ran inline
 
 
-def test_a_burst_of_messages_gets_one_reply(fake_openai, conversation, settings):
-    settings.AGENT_BURST_WINDOW_SECONDS = 0.4
+def _held_answer_tasks():
+    """The answer tasks waiting in the ORM broker, with the time each is due."""
+    return [
+        (q.task["args"], q.task["kwargs"], q.lock)
+        for q in OrmQ.objects.order_by("pk")
+        if q.task["func"] == "agent.tasks.answer_message"
+    ]
+
+
+def test_a_burst_of_messages_gets_one_reply_without_a_worker_waiting(
+    fake_openai, conversation, settings
+):
+    settings.AGENT_BURST_WINDOW_SECONDS = 1.5
     burst = [
         InboundMessageFactory(conversation=conversation, body=text)
         for text in ["oi", "tudo bem?", "queria saber o preço do buffet"]
@@ -61,8 +74,20 @@ def test_a_burst_of_messages_gets_one_reply(fake_openai, conversation, settings)
     fake_openai.script(completion("Oi! Tudo ótimo. O buffet sai a partir de R$ 120 por pessoa."))
 
     started = time.monotonic()
-    assert tasks.answer_message(burst[0].pk) == "replied"
-    assert time.monotonic() - started >= 0.3  # it waited for the lead to stop typing
+    assert tasks.answer_message(burst[0].pk) == "waiting"
+    assert time.monotonic() - started < 1.5  # the worker did not sit out the window
+
+    # The turn is resumed by a task the broker hands out once the lead has
+    # been quiet for the window; meanwhile the conversation stays claimed.
+    [(args, kwargs, due)] = _held_answer_tasks()
+    assert args == (burst[-1].pk,)
+    assert abs((due - burst[-1].created_at).total_seconds() - 1.5) < 0.01
+    assert not outbound(conversation)
+    assert tasks.answer_message(burst[1].pk) == "busy"
+    assert tasks.answer_message(burst[2].pk) == "busy"
+
+    time.sleep(max(0.0, (due - timezone.now()).total_seconds()))
+    assert tasks.answer_message(*args, **kwargs) == "replied"
 
     [reply] = outbound(conversation)
     assert reply.reply_to_id == burst[-1].pk
@@ -74,11 +99,101 @@ def test_a_burst_of_messages_gets_one_reply(fake_openai, conversation, settings)
     for message in burst:
         message.refresh_from_db()
         assert message.status == Message.Status.PROCESSED
-    # The tasks of the other two messages find their turn answered.
+    # Tasks of the burst that come late find their turn answered.
     assert tasks.answer_message(burst[1].pk) == "already_answered"
-    assert tasks.answer_message(burst[2].pk) == "already_answered"
     assert len(fake_openai.requests) == 1
     assert AgentRun.objects.count() == 1
+    assert not ConversationLease.objects.exists()
+
+
+def test_a_burst_stored_out_of_order_reaches_the_model_in_the_order_the_lead_wrote(
+    fake_openai, conversation, settings
+):
+    """Two workers stored the lead's second message before the first (CI saw it happen).
+
+    The model reads them as written (WhatsApp's timestamp), the answer still
+    covers both, and the SDR's transcript shows them as written too.
+    """
+    from conversations.sdr import conversation_transcript
+
+    settings.AGENT_BURST_WINDOW_SECONDS = 0
+    written = timezone.now() - timedelta(seconds=5)
+    second = InboundMessageFactory(
+        conversation=conversation,
+        body="quero um orçamento para 80 pessoas",
+        provider_timestamp=written + timedelta(seconds=1),
+    )
+    first = InboundMessageFactory(conversation=conversation, body="oi", provider_timestamp=written)
+    fake_openai.script(completion("Claro! Para quando seria o evento?"))
+
+    assert tasks.answer_message(first.pk) == "replied"
+
+    [reply] = outbound(conversation)
+    assert reply.reply_to_id == first.pk  # the one stored last
+    assert [m["content"] for m in fake_openai.requests[0].body["messages"][1:]] == [
+        "oi",
+        "quero um orçamento para 80 pessoas",
+    ]
+    # Answered: neither message gets a second reply.
+    assert tasks.answer_message(second.pk) == "already_answered"
+    assert len(fake_openai.requests) == 1
+    assert [line.message.body for line in conversation_transcript(conversation=conversation)] == [
+        "oi",
+        "quero um orçamento para 80 pessoas",
+        "Claro! Para quando seria o evento?",
+    ]
+
+
+def test_a_message_during_the_wait_moves_the_answer_and_the_lead_still_gets_one(
+    fake_openai, conversation, settings
+):
+    settings.AGENT_BURST_WINDOW_SECONDS = 0.3
+    first = InboundMessageFactory(conversation=conversation, body="oi")
+    assert tasks.answer_message(first.pk) == "waiting"
+    [(args, kwargs, due)] = _held_answer_tasks()
+    time.sleep(0.1)
+    second = InboundMessageFactory(conversation=conversation, body="vocês fazem casamento?")
+    assert tasks.answer_message(second.pk) == "busy"  # the waiting turn takes it along
+
+    time.sleep(max(0.0, (due - timezone.now()).total_seconds()))
+    OrmQ.objects.all().delete()
+    # Resumed on time for the first message, the lead is not quiet yet: it
+    # waits again, for the second one, with no second task to answer it.
+    assert tasks.answer_message(*args, **kwargs) == "waiting"
+    [(args, kwargs, due)] = _held_answer_tasks()
+    assert args == (second.pk,)
+    assert abs((due - second.created_at).total_seconds() - 0.3) < 0.01
+
+    fake_openai.script(completion("Oi! Fazemos sim."))
+    time.sleep(max(0.0, (due - timezone.now()).total_seconds()))
+    assert tasks.answer_message(*args, **kwargs) == "replied"
+    assert [(r.body, r.reply_to_id) for r in outbound(conversation)] == [
+        ("Oi! Fazemos sim.", second.pk)
+    ]
+
+
+def test_a_lead_who_keeps_typing_is_answered_after_the_longest_wait(conversation, settings):
+    from datetime import timedelta
+
+    from agent.turns import turn_quiet_at
+
+    settings.AGENT_BURST_WINDOW_SECONDS = 4
+    settings.AGENT_BURST_MAX_WAIT_SECONDS = 15
+    now = timezone.now()
+    old = InboundMessageFactory(conversation=conversation, body="oi")
+    Message.objects.filter(pk=old.pk).update(created_at=now - timedelta(hours=2))
+    typed = []
+    for seconds_ago in (12, 9, 6, 3, 0):  # 3 s apart: never quiet for 4 s
+        message = InboundMessageFactory(conversation=conversation, body=f"parte {seconds_ago}")
+        Message.objects.filter(pk=message.pk).update(
+            created_at=now - timedelta(seconds=seconds_ago)
+        )
+        typed.append(message)
+    turn = list(Message.objects.filter(conversation=conversation).order_by("created_at"))
+
+    # 15 s after the burst began (the message of two hours ago is not part of it).
+    assert turn_quiet_at(turn) == now - timedelta(seconds=12) + timedelta(seconds=15)
+    assert turn_quiet_at(turn[:2]) == turn[1].created_at + timedelta(seconds=4)
 
 
 def _in_thread(target, *args):
@@ -160,7 +275,7 @@ def test_no_reply_when_human_controlled_paused_or_closed(conversation, change, r
     Conversation.objects.filter(pk=conversation.pk).update(**change)
     inbound = InboundMessageFactory(conversation=conversation, body="oi")
 
-    from agent.services import message_reply
+    from agent.turns import message_reply
 
     result = message_reply(message_id=inbound.pk)
     assert (result.status, result.detail) == ("skipped", reason)
@@ -229,7 +344,7 @@ def test_handoff_keyword_opens_a_handoff_and_the_notice_still_leaves(conversatio
 
 
 def test_profile_comes_from_the_conversation_then_the_campaign_then_the_chip(conversation):
-    from agent.services import profile_for
+    from agent.selectors import profile_for
     from tests.factories.campaigns import CampaignFactory
     from tests.factories.conversations import OutboundMessageFactory
 

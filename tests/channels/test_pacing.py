@@ -39,11 +39,11 @@ def test_the_send_window_is_read_in_the_chips_time_zone():
     assert pacing.chip_window_opens_at(chip, now=late) == datetime(2026, 3, 3, 9, 0, tzinfo=manaus)
 
 
-def test_the_next_send_waits_the_interval_plus_at_most_the_jitter():
+def test_the_next_proactive_send_waits_the_interval_plus_at_most_the_jitter():
     chip = ChipFactory.build(min_interval_seconds=30, jitter_seconds=15)
     after = datetime(2026, 3, 2, 12, 0, tzinfo=ZoneInfo("UTC"))
     for _ in range(50):
-        wait = (pacing.chip_next_send_at(chip, after=after) - after).total_seconds()
+        wait = (pacing.chip_next_proactive_at(chip, after=after) - after).total_seconds()
         assert 30 <= wait <= 45
 
 

@@ -144,12 +144,35 @@ def test_body_instance_must_match_the_chip(make_chip, client):
     chip = make_chip("zapi", instance_id="0123456789ABCDEF0123456789ABCDEF")
     other_instance = load_fixture("zapi", "received__text")  # instanceId A20DA9C0…
     response = post_webhook(client, chip, other_instance)
-    assert response.status_code == 403
+    assert response.status_code == 422
+    assert response.json()["error"] == "wrong_instance"
     assert not WebhookEvent.objects.exists()
     same_instance = post_webhook(
         client, chip, load_fixture("zapi", "received__text_fromme_captured")
     )
     assert same_instance.status_code == 200
+
+
+@pytest.mark.parametrize("token", ["", "evo-apikey"])
+def test_an_evolution_body_for_another_instance_says_so_not_that_the_credential_is_wrong(
+    make_chip, client, token, caplog
+):
+    chip = make_chip("evolution", instance_id="vendas-1", webhook_token=token)
+    body = load_fixture_json("evolution", "messages_upsert__text_incoming_v1")
+    body["instance"] = "suporte-2"
+    response = post_webhook(client, chip, body)  # with the right apikey when there is one
+    assert response.status_code == 422
+    answer = response.json()
+    assert answer["error"] == "wrong_instance"
+    assert "'suporte-2'" in answer["detail"]
+    assert "not this chip's instance" in answer["detail"]
+    assert "credential" not in answer["detail"]
+    assert not WebhookEvent.objects.exists()
+    assert not Message.objects.exists()
+    assert "'suporte-2'" in caplog.text
+
+    body["instance"] = "vendas-1"
+    assert post_webhook(client, chip, body).status_code == 200
 
 
 # --- Unknown chip or provider
@@ -351,6 +374,31 @@ def test_nul_characters_and_lone_surrogates_are_stored_not_a_5xx(make_chip, clie
     response = post_webhook(client, chip, body)
     assert response.status_code == 200
     assert WebhookEvent.objects.get().payload["text"] == "ab?"
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        # A surrogate's own UTF-8 bytes (json decodes bytes with "surrogatepass").
+        (
+            b'{"type": "message", "id": "n1", "from": "+5511999990000", "text": "a\xed\xb1\xbbb"}',
+            "a?b",
+        ),
+        # UTF-16, which json reads too, with an escape in it.
+        (
+            '{"type": "message", "id": "n1", "from": "+5511999990000", "text": "a\\u0000b"}'.encode(
+                "utf-16"
+            ),
+            "ab",
+        ),
+    ],
+    ids=["raw-surrogate", "utf-16"],
+)
+def test_unstorable_characters_outside_escapes_are_cleaned_too(make_chip, client, body, text):
+    chip = make_chip("sandbox")
+    response = post_webhook(client, chip, body)
+    assert response.status_code == 200, response.content
+    assert WebhookEvent.objects.get().payload["text"] == text
 
 
 # --- Same message, another delivery ---------------------------------------------------------------

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
+from html import unescape
+from urllib.parse import unquote
 
+import segno
 from django.urls import reverse
 from django.utils import timezone
 from django_q.models import OrmQ
@@ -30,27 +35,72 @@ def test_sweep_is_scheduled_every_minute():
     assert sweep[0].minutes == 1
 
 
-def test_sweep_re_enqueues_only_events_stuck_in_received(make_chip, client):
+def test_sweep_re_enqueues_only_events_whose_task_was_lost(make_chip, client):
     chip = make_chip("zapi")
-    stuck = _received_event(client, chip, load_fixture("zapi", "received__text"))
+    lost = _received_event(client, chip, load_fixture("zapi", "received__text"))
     fresh = _received_event(client, chip, load_fixture("zapi", "message_status__sent"))
-    WebhookEvent.objects.filter(pk=stuck.pk).update(
-        received_at=timezone.now() - timedelta(minutes=5)
-    )
+    WebhookEvent.objects.filter(pk=lost.pk).update(queued_at=timezone.now() - timedelta(minutes=6))
     old_done = _received_event(client, chip, load_fixture("zapi", "disconnected__docs"))
     WebhookEvent.objects.filter(pk=old_done.pk).update(
-        received_at=timezone.now() - timedelta(minutes=5), status=WebhookEvent.Status.PROCESSED
+        queued_at=timezone.now() - timedelta(minutes=6), status=WebhookEvent.Status.PROCESSED
     )
     OrmQ.objects.all().delete()
 
     assert tasks.sweep_stuck_webhook_events() == 1
     assert OrmQ.objects.count() == 1
     # What the worker then runs for it:
-    assert tasks.process_webhook_event(stuck.pk) == WebhookEvent.Status.PROCESSED
+    assert tasks.process_webhook_event(lost.pk) == WebhookEvent.Status.PROCESSED
     assert Message.objects.get().body == "teste"
     fresh.refresh_from_db()
     assert fresh.status == WebhookEvent.Status.RECEIVED
     assert tasks.sweep_stuck_webhook_events() == 0
+
+
+def test_sweep_leaves_a_backlog_waiting_in_line_alone(make_chip, client):
+    chip = make_chip("zapi")
+    waiting = _received_event(client, chip, load_fixture("zapi", "received__text"))
+    # Two minutes in a long queue: its task is still there, not lost.
+    WebhookEvent.objects.filter(pk=waiting.pk).update(
+        queued_at=timezone.now() - timedelta(minutes=2)
+    )
+    OrmQ.objects.all().delete()
+
+    assert tasks.sweep_stuck_webhook_events() == 0
+    assert OrmQ.objects.count() == 0
+
+
+def test_sweep_re_enqueues_an_event_whose_worker_took_it_and_died(make_chip, client, settings):
+    chip = make_chip("zapi")
+    died = _received_event(client, chip, load_fixture("zapi", "received__text"))
+    working = _received_event(client, chip, load_fixture("zapi", "message_status__sent"))
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.WEBHOOK_CLAIM_STALE_SECONDS + 5)
+    WebhookEvent.objects.filter(pk=died.pk).update(
+        queued_at=stale - timedelta(seconds=1), claimed_at=stale
+    )
+    WebhookEvent.objects.filter(pk=working.pk).update(
+        queued_at=now - timedelta(seconds=10), claimed_at=now - timedelta(seconds=5)
+    )
+    OrmQ.objects.all().delete()
+
+    assert tasks.sweep_stuck_webhook_events() == 1
+    assert OrmQ.objects.count() == 1
+    died.refresh_from_db()
+    assert died.queued_at > died.claimed_at
+    # Re-queued once: its clock restarts, the next sweeps leave it to its new task.
+    assert tasks.sweep_stuck_webhook_events() == 0
+
+
+def test_a_worker_taking_up_an_event_stamps_its_claim(make_chip, client):
+    chip = make_chip("zapi")
+    event = _received_event(client, chip, load_fixture("zapi", "received__text"))
+    assert event.claimed_at is None
+
+    tasks.process_webhook_event(event.pk)
+
+    event.refresh_from_db()
+    assert event.claimed_at is not None
+    assert event.claimed_at >= event.queued_at
 
 
 def test_task_for_an_already_processed_event_does_nothing(
@@ -98,11 +148,33 @@ def test_admin_reprocess_action_processes_selected_events(superuser_client, make
     assert statuses == {events[0].pk: "processed", events[1].pk: "ignored"}
     assert Message.objects.count() == 1
     shown = [str(m) for m in response.context["messages"]]
-    assert shown == ["2 evento(s) reprocessado(s) (ignored: 1, processed: 1)."]
+    assert shown == ["2 eventos reprocessados (ignored: 1, processed: 1)."]
 
     # Clicking again is harmless.
     superuser_client.post(url, {"action": "reprocess_selected", "_selected_action": [events[0].pk]})
     assert Message.objects.count() == 1
+
+
+def test_reprocessing_a_body_that_was_not_json_keeps_the_real_reason(role_client, make_chip):
+    chip = make_chip("evolution")
+    client = role_client("ops")
+    assert post_webhook(client, chip, b'{"event": "messages.upsert",').status_code == 400
+    event = WebhookEvent.objects.get()
+    reason = event.error
+    assert reason.startswith("body is not JSON")
+
+    response = client.post(
+        reverse("admin:channels_webhookevent_changelist"),
+        {"action": "reprocess_selected", "_selected_action": [event.pk]},
+        follow=True,
+    )
+    event.refresh_from_db()
+    assert (event.status, event.error) == (WebhookEvent.Status.INVALID, reason)
+    shown = [str(m) for m in response.context["messages"]]
+    assert shown == [
+        "1 evento reprocessado (invalid: 1).",
+        "1 evento continua inválido: o erro dele diz por quê.",
+    ]
 
 
 def test_reprocess_action_needs_change_permission(client, make_chip, django_user_model):
@@ -129,19 +201,26 @@ def test_admin_filters_and_detail_render(superuser_client, make_chip, client):
     assert "not JSON" in detail.content.decode()
 
 
-def test_chip_admin_shows_the_qr_code(
+def test_chip_admin_shows_evolutions_pairing_string_as_a_qr_image_to_scan(
     superuser_client, make_chip, client, django_capture_on_commit_callbacks
 ):
     chip = make_chip("evolution")
-    deliver(
-        client,
-        chip,
-        load_fixture("evolution", "qrcode_updated__pairing_code_v1"),
-        django_capture_on_commit_callbacks,
-    )
+    body = load_fixture("evolution", "qrcode_updated__pairing_code_v1")
+    code = json.loads(body)["data"]["qrcode"]["code"]
+    deliver(client, chip, body, django_capture_on_commit_callbacks)
     page = superuser_client.get(reverse("admin:channels_chip_change", args=[chip.pk]))
     assert page.status_code == 200
-    assert "<code>2@AAAA" in page.content.decode()
+    html = page.content.decode()
+    images = re.findall(r'<img src="(data:image/svg\+xml[^"]+)"', html)
+    assert len(images) == 1, "no QR image on the chip page"
+    # Drawn from the chip's own pairing string (a full QR, not Micro QR: WhatsApp
+    # reads no Micro QR), black on white with its quiet zone.
+    qr = segno.make_qr(code, error="m")
+    assert unescape(images[0]) == qr.svg_data_uri(
+        omitsize=True, border=4, dark="#000", light="#fff"
+    )
+    assert "viewBox" in unquote(images[0])
+    assert "<code>2@" not in html
 
 
 # --- W-API: conservative, no real fixture exists -------------------------------------------------

@@ -4,6 +4,9 @@ The qcluster-driven tests are in test_outbox_cluster.py; these exercise the
 same services one drain at a time so each rule is visible on its own.
 """
 
+import os
+import subprocess
+import sys
 from datetime import time, timedelta
 
 import pytest
@@ -118,18 +121,18 @@ def test_enqueue_sets_priority_and_kicks_a_sender_after_commit(
     assert "outbox_send_now" in OrmQ.objects.get().task["func"]
 
 
-def test_the_minimum_interval_holds_the_second_message(fake_provider, provider_chip):
+def test_the_minimum_interval_holds_the_second_campaign_message(fake_provider, provider_chip):
     chip = provider_chip(min_interval_seconds=30, jitter_seconds=0)
-    queue(chip, 2)
+    queue(chip, 2, purpose=Message.Purpose.CAMPAIGN)
 
     outbox.outbox_drain()
 
     assert fake_provider.count() == 1
     chip.refresh_from_db()
-    assert chip.next_send_at >= timezone.now() + timedelta(seconds=29)
+    assert chip.next_proactive_at >= timezone.now() + timedelta(seconds=29)
     assert Message.objects.filter(status=Message.Status.QUEUED).count() == 1
     # When the interval has passed the next one goes.
-    Chip.objects.filter(pk=chip.pk).update(next_send_at=timezone.now() - timedelta(seconds=1))
+    Chip.objects.filter(pk=chip.pk).update(next_proactive_at=timezone.now() - timedelta(seconds=1))
     outbox.outbox_drain()
     assert fake_provider.count() == 2
 
@@ -255,6 +258,38 @@ def test_a_hanging_provider_times_out_as_transient(fake_provider, provider_chip,
     assert message.status == Message.Status.QUEUED
     assert "timeout" in message.last_error
     assert DeliveryAttempt.objects.get().outcome == DeliveryAttempt.Outcome.TRANSIENT
+
+
+def test_polite_429s_wait_what_they_ask_and_never_open_the_circuit(
+    fake_provider, provider_chip, settings
+):
+    settings.OUTBOX_RETRY_BASE_SECONDS = 1
+    settings.OUTBOX_MAX_ATTEMPTS = 20
+    fake_provider.always(rate_limited(20))
+    chip = provider_chip()
+    (message,) = queue(chip)
+
+    for _ in range(settings.CIRCUIT_FAILURE_THRESHOLD + 2):
+        Message.objects.filter(pk=message.pk).update(next_attempt_at=timezone.now())
+        Chip.objects.filter(pk=chip.pk).update(next_send_at=None)
+        outbox.outbox_drain()
+
+    chip.refresh_from_db()
+    assert fake_provider.count() == settings.CIRCUIT_FAILURE_THRESHOLD + 2
+    assert chip.circuit_state == Chip.CircuitState.CLOSED
+    assert chip.consecutive_failures == 0
+    assert chip.next_send_at <= timezone.now() + timedelta(seconds=21)
+
+
+def test_a_429_without_retry_after_still_counts_towards_the_circuit(fake_provider, provider_chip):
+    fake_provider.always(Reply(status=429, body={"error": "too many"}))
+    chip = provider_chip()
+    queue(chip)
+
+    outbox.outbox_drain()
+
+    chip.refresh_from_db()
+    assert chip.consecutive_failures == 1
 
 
 def test_circuit_opens_after_five_failures_and_waiting_messages_are_not_burned(
@@ -569,3 +604,51 @@ def test_a_drain_waits_for_a_dead_workers_lease_and_sends_the_message(
     assert report.sent == 1
     message.refresh_from_db()
     assert message.status == Message.Status.SENT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_send_frees_its_message_and_chip_at_once(fake_provider, provider_chip):
+    from tests.support.processes import BASE_DIR, test_database_url
+
+    chip = provider_chip()
+    (message,) = queue(chip)
+    # A real worker process claims the message and dies before recording the send.
+    subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "import os; from conversations.outbox import outbox_claim_next; "
+            "assert outbox_claim_next(); os._exit(0)",
+        ],
+        cwd=BASE_DIR,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "TEST_DATABASE_URL": test_database_url(),
+        },
+        check=True,
+    )
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENDING
+    assert message.lease_expires_at > timezone.now() + timedelta(seconds=30)
+
+    report = outbox.outbox_drain()
+
+    assert report.recovered == 1
+    assert report.sent == 1
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+
+
+def test_a_live_workers_lease_is_left_alone_until_it_expires(fake_provider, provider_chip):
+    (message,) = queue(provider_chip())
+    assert outbox.outbox_claim_next().message_id == message.pk  # this process: alive
+
+    report = outbox.outbox_drain()
+
+    assert report.recovered == 0
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENDING
+    assert fake_provider.count() == 0

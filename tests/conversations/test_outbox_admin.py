@@ -138,9 +138,7 @@ def test_ops_unblock_a_restricted_chip(staff_client):
 
     response = post_action(staff_client("ops"), Chip, "unblock_chips", [chip])
 
-    assert messages_of(response) == [
-        "1 chip(s) desbloqueado(s). Campanhas pausadas continuam pausadas."
-    ]
+    assert messages_of(response) == ["1 chip desbloqueado. Campanhas pausadas continuam pausadas."]
     chip.refresh_from_db()
     assert chip.can_prospect
     assert chip.can_follow_up
@@ -157,7 +155,7 @@ def test_ops_reset_an_open_circuit(staff_client, django_capture_on_commit_callba
     with django_capture_on_commit_callbacks(execute=False) as kicks:
         response = post_action(staff_client("ops"), Chip, "reset_circuit", [chip])
 
-    assert messages_of(response) == ["Circuit breaker reiniciado em 1 chip(s)."]
+    assert messages_of(response) == ["Circuit breaker reiniciado em 1 chip."]
     chip.refresh_from_db()
     assert chip.circuit_state == Chip.CircuitState.CLOSED
     assert chip.consecutive_failures == 0

@@ -19,6 +19,7 @@ from django_q.tasks import async_task
 
 from channels.models import Chip
 from conversations.models import Conversation, DeliveryAttempt, Lead, Message
+from conversations.outbox import PRIORITY_BY_PURPOSE
 from tests.factories.channels import ChipFactory
 from tests.support.fake_provider import (
     BAD_REQUEST,
@@ -65,11 +66,11 @@ def make_chips(provider_url, n, **kwargs):
     ]
 
 
-def queue_messages(chips_and_counts, *, purpose=Message.Purpose.CAMPAIGN):
-    """Bulk-create leads, conversations and queued messages; returns the message ids."""
+def queue_messages(chips_and_counts, *, purpose=Message.Purpose.CAMPAIGN, first_lead=0):
+    """Bulk-create leads, conversations and queued messages; returns their bodies."""
     leads = Lead.objects.bulk_create(
         [
-            Lead(phone=f"+5511{9_000_000_00 + i:09d}")
+            Lead(phone=f"+5511{9_000_000_00 + first_lead + i:09d}")
             for i in range(sum(c for _, c in chips_and_counts))
         ]
     )
@@ -81,7 +82,7 @@ def queue_messages(chips_and_counts, *, purpose=Message.Purpose.CAMPAIGN):
     Conversation.objects.bulk_create(conversations)
     messages = []
     for i, conversation in enumerate(conversations):
-        body = f"msg-{i:05d}"
+        body = f"{purpose}-{i:05d}"
         bodies.append(body)
         messages.append(
             Message(
@@ -89,6 +90,7 @@ def queue_messages(chips_and_counts, *, purpose=Message.Purpose.CAMPAIGN):
                 chip_id=conversation.chip_id,
                 direction=Message.Direction.OUTBOUND,
                 purpose=purpose,
+                priority=PRIORITY_BY_PURPOSE[purpose],
                 body=body,
                 status=Message.Status.QUEUED,
             )
@@ -235,6 +237,38 @@ def test_two_clusters_drain_1000_messages_over_10_chips_exactly_once_and_paced(f
     )
 
 
+def test_100_conversations_on_one_chip_are_answered_while_its_campaign_keeps_its_interval(
+    fake_provider,
+):
+    (chip,) = make_chips(fake_provider.url, 1, min_interval_seconds=2)
+    campaign = queue_messages([(chip, 6)])
+
+    with running_qcluster(workers=2) as cluster:
+        # Two long drains stand in for the periodic sweep (removed above).
+        sweep(seconds=90, times=2)
+        wait_for(lambda: sent_count() >= 2, timeout=60, what="the campaign under way")
+        # A hundred leads write back at once: their replies are queued mid-campaign.
+        replies = queue_messages([(chip, 100)], purpose=Message.Purpose.REPLY, first_lead=1000)
+        async_task("conversations.tasks.outbox_send_now")
+        wait_for(lambda: sent_count() == 106, timeout=120, what="every message sent")
+        assert cluster.poll() is None
+
+    requests = sorted(fake_provider.seen(), key=lambda r: r.started)
+    sent_replies = [r for r in requests if r.body["text"].startswith("reply-")]
+    sent_campaign = [r for r in requests if r.body["text"].startswith("campaign-")]
+    assert sorted(r.body["text"] for r in sent_replies) == sorted(replies)
+    assert sorted(r.body["text"] for r in sent_campaign) == sorted(campaign)
+    # The replies did not wait for the campaign's interval: they went out in
+    # its gaps, many between two campaign messages.
+    third = sent_campaign[2].started
+    assert sum(1 for r in sent_replies if r.started < third) >= 3
+    # The campaign kept its interval on the provider's clock, replies or not.
+    gaps = [b.started - a.finished for a, b in itertools.pairwise(sent_campaign)]
+    assert min(gaps) >= 2.0, gaps
+    # One chip, never two requests in flight.
+    assert all(b.started >= a.finished for a, b in itertools.pairwise(requests))
+
+
 def test_the_incident_replayed_circuit_opens_then_one_probe_per_backoff_window(fake_provider):
     """Seeds: 2 sends, then 400 forever; the old breaker re-probed every 15 s."""
     (chip,) = make_chips(fake_provider.url, 1, min_interval_seconds=0)
@@ -250,6 +284,13 @@ def test_the_incident_replayed_circuit_opens_then_one_probe_per_backoff_window(f
         sweep(seconds=22, times=2)
         # 2 sends + 5 failures open it; then probes at about +2, +6 and +14 s.
         wait_for(lambda: fake_provider.count() >= 10, timeout=60, what="three probes")
+        # The provider counts a request when it arrives; let the worker record
+        # the last answer before the cluster stops.
+        wait_for(
+            lambda: DeliveryAttempt.objects.count() >= fake_provider.count(),
+            timeout=30,
+            what="every answer recorded",
+        )
         assert cluster.poll() is None
 
     requests = fake_provider.seen()

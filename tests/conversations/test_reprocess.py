@@ -9,8 +9,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agent.models import AgentRun
-from agent.services import reprocess_message
+from agent.reprocess import reprocess_message
 from conversations.models import Conversation, Message
+from core.models import AuditEntry
 from tests.agent.conftest import agent_settings, run_tasks  # noqa: F401 - fixtures
 from tests.factories.agent import AgentProfileFactory
 from tests.factories.channels import ChipFactory
@@ -173,9 +174,17 @@ def test_reprocess_failed_command(conversation, capsys):
         .exists()
     )
 
+    assert not AuditEntry.objects.exists()  # a dry run changes nothing
     call_command("reprocess_failed", "--since", "24h", "--phone", "(11) 99999-9999")
     out = capsys.readouterr().out
     assert "1 unanswered message(s) since 24h reprocessed: {'fallback': 1}" in out
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.source, entry.object_ids) == (
+        "reprocess_failed",
+        "command",
+        [str(stuck.pk)],
+    )
+    assert entry.detail["phone"] == "+5511999999999"
     assert [r.reply_to_id for r in replies(conversation)] == [stuck.pk]
     assert replies(other_lead) == []
 
@@ -209,7 +218,7 @@ def test_forced_reprocess_asks_for_confirmation_then_answers_again(
 
     with django_capture_on_commit_callbacks(execute=True):
         done = superuser_client.post(MESSAGES, {**post, "post": "yes"}, follow=True)
-    assert "1 mensagem(ns) enviada(s) para o agente responder de novo" in done.content.decode()
+    assert "1 mensagem enviada para o agente responder de novo" in done.content.decode()
     assert [r.reply_to_id for r in replies(conversation)] == [message.pk, message.pk]
 
 

@@ -11,6 +11,7 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from conversations.models import ChatwootMirror
 from tests.factories import agent as agent_f
 from tests.factories import campaigns as campaign_f
 from tests.factories import channels as channel_f
@@ -60,11 +61,27 @@ def _flow_with_steps():
 
 _heartbeat_counter = iter(range(10**6))
 
+
 # One builder per registered model: a new ModelAdmin without one fails below.
+def _refused_mirror():
+    message = conv_f.InboundMessageFactory()
+    return ChatwootMirror.objects.create(
+        conversation=message.conversation,
+        message=message,
+        kind=ChatwootMirror.Kind.MESSAGE,
+        state=ChatwootMirror.State.FAILED,
+        attempts=1,
+        last_error="message_create: HTTP 422",
+    )
+
+
 BUILDERS: dict[str, Callable[[], Model]] = {
+    "conversations.chatwootmirror": _refused_mirror,
     "core.workerheartbeat": lambda: core_f.WorkerHeartbeatFactory(
         cluster=f"cluster-{next(_heartbeat_counter)}"
     ),
+    "core.auditentry": core_f.AuditEntryFactory,
+    "core.alert": core_f.AlertFactory,
     "channels.chip": _chip_with_failures,
     "channels.webhookevent": channel_f.WebhookEventFactory,
     "conversations.lead": lambda: conv_f.LeadIdentityFactory().lead,

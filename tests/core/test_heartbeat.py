@@ -25,12 +25,25 @@ def test_heartbeat_task_records_and_advances_the_beat():
     assert second.beat_at >= first.beat_at
 
 
-def test_migrate_registers_two_heartbeat_schedules_thirty_seconds_apart():
-    beats = Schedule.objects.filter(func="core.tasks.heartbeat").order_by("next_run")
+@pytest.mark.parametrize("agent", [False, True])
+def test_migrate_registers_two_heartbeat_schedules_thirty_seconds_apart_per_cluster(
+    agent, settings
+):
+    # None: the default cluster's scheduler; the agent's cluster runs its own.
+    cluster = settings.Q_AGENT_CLUSTER if agent else None
+    beats = Schedule.objects.filter(func="core.tasks.heartbeat", cluster=cluster).order_by(
+        "next_run"
+    )
     assert beats.count() == 2
     first, second = beats
     assert (second.next_run - first.next_run).total_seconds() % 60 == 30
     assert {s.minutes for s in beats} == {1}
+
+
+def test_the_stuck_recovery_runs_on_the_agents_cluster(settings):
+    # Its turns call the model: never on the cluster that must stay fast.
+    recovery = Schedule.objects.get(func="agent.tasks.recover_stuck")
+    assert recovery.cluster == settings.Q_AGENT_CLUSTER
 
 
 def test_ensure_schedules_is_idempotent_and_removes_retired_tasks():
@@ -62,3 +75,9 @@ def test_worker_alive_command(settings):
 
     heartbeat()
     call_command("worker_alive")
+
+    # The agent's container checks its own cluster (or --cluster names one).
+    with pytest.raises(CommandError, match="no worker heartbeat recorded for sdr-agent"):
+        call_command("worker_alive", cluster=settings.Q_AGENT_CLUSTER)
+    WorkerHeartbeatFactory(cluster=settings.Q_AGENT_CLUSTER)
+    call_command("worker_alive", cluster=settings.Q_AGENT_CLUSTER)

@@ -31,7 +31,7 @@ def staff_in(django_user_model, client):
     return login
 
 
-def test_sdr_sees_conversations_but_not_campaigns_or_chips(staff_in):
+def test_sdr_sees_conversations_reads_campaigns_but_not_chips(staff_in):
     conversation = ConversationFactory()
     client = staff_in("sdr")
 
@@ -40,7 +40,9 @@ def test_sdr_sees_conversations_but_not_campaigns_or_chips(staff_in):
         client.get(f"/admin/conversations/conversation/{conversation.pk}/change/").status_code
         == 200
     )
-    assert client.get("/admin/campaigns/campaign/").status_code == 403
+    # Issue 10: SDRs may look at campaigns (who is being contacted), nothing more.
+    assert client.get("/admin/campaigns/campaign/").status_code == 200
+    assert client.get("/admin/campaigns/campaign/add/").status_code == 403
     assert client.get("/admin/channels/chip/").status_code == 403
 
 

@@ -10,7 +10,7 @@ class CampaignFactory(factory.django.DjangoModelFactory):
         skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"Campanha {n}")
-    message_template = "Oi {name}, tudo bem? Posso te mostrar uma novidade?"
+    message_template = "Oi {{nome}}, tudo bem? Posso te mostrar uma novidade?"
 
     @factory.post_generation
     def chips(self, create: bool, extracted, **kwargs) -> None:

@@ -19,14 +19,14 @@ CHROMIUM_ARGS = [
 
 
 @contextmanager
-def chromium_page() -> Iterator[Page]:
+def chromium_page(*, width: int = 1400, height: int = 900) -> Iterator[Page]:
     # Playwright's sync API runs an event loop in this thread; the Django ORM
     # calls the tests make around it are still synchronous.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(locale="pt-BR", viewport={"width": 1400, "height": 900})
+            page = browser.new_page(locale="pt-BR", viewport={"width": width, "height": height})
             page.set_default_timeout(15_000)
             yield page
         finally:
@@ -35,3 +35,12 @@ def chromium_page() -> Iterator[Page]:
             # another context and opens its own connection; close it here or it
             # outlives the test and blocks dropping the test database.
             connections.close_all()
+
+
+def admin_form_login(page: Page, base_url: str, *, username: str, password: str) -> None:
+    """Log in through the admin's login form, as a person does."""
+    page.goto(f"{base_url}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")

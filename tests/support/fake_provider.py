@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -64,6 +65,23 @@ class Seen:
 class FakeProvider(ScriptedServer[Reply]):
     def __init__(self) -> None:
         super().__init__(default=OK)
+        # path fragment -> (its own queued replies, its own default)
+        self._routes: dict[str, tuple[deque[Reply], Reply | None]] = {}
+
+    def route(self, path_contains: str, *replies: Reply, then: Reply | None = None) -> None:
+        """Script the requests whose path contains `path_contains` (one chip) apart."""
+        with self._lock:
+            self._routes[path_contains] = (deque(replies), then)
+
+    def _next_for(self, path: str) -> Reply:
+        with self._lock:
+            for fragment, (queued, default) in self._routes.items():
+                if fragment in path:
+                    if queued:
+                        return queued.popleft()
+                    if default is not None:
+                        return default
+        return self._next()
 
     def always(self, reply: Reply) -> None:
         with self._lock:
@@ -95,7 +113,7 @@ class FakeProvider(ScriptedServer[Reply]):
                     started=started,
                 )
                 provider._record(seen)
-                reply = provider._next()
+                reply = provider._next_for(parts.path)
                 if reply.hang:
                     provider._release.wait(reply.hang)
                 payload = reply.body

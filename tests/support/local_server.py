@@ -65,6 +65,10 @@ class ScriptedServer(Generic[ReplyT]):
         self._thread.start()
         return self
 
+    def release(self) -> None:
+        """End every reply that hangs, now (a test done with a hanging dependency)."""
+        self._release.set()
+
     def stop(self) -> None:
         self._release.set()
         self._server.shutdown()

@@ -1,0 +1,131 @@
+"""The lean webhook view (issue 14): what skipping DRF and most middleware must not change.
+
+The contract itself (status codes, bodies, dedupe, limits) is in
+test_webhook_intake.py and tests/security/; these are the answers' framing,
+the middleware the webhook still goes through, and the connection it reuses
+without Django's per-request health check.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from django.db import connection
+from django_q.models import OrmQ
+from prometheus_client import REGISTRY
+
+from channels.models import WebhookEvent
+from tests.channels.webhooks import load_fixture, load_fixture_json, post_webhook, webhook_url
+
+ALLOW = "GET, POST, HEAD, OPTIONS"
+
+
+def _responses(status: str, method: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "django_http_responses_total_by_status_view_method_total",
+        {"status": status, "view": "webhook", "method": method},
+    )
+    return value or 0.0
+
+
+def test_an_accepted_delivery_is_compact_json_with_the_security_headers(make_chip, client):
+    chip = make_chip("zapi")
+    response = post_webhook(client, chip, load_fixture("zapi", "received__text"))
+    assert response.status_code == 200
+    event = WebhookEvent.objects.get()
+    assert response.content == f'{{"status":"accepted","event_id":{event.pk}}}'.encode()
+    assert response["Content-Type"] == "application/json"
+    assert response["Content-Length"] == str(len(response.content))
+    assert response["Allow"] == ALLOW
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["Referrer-Policy"] == "same-origin"
+    # Nothing of the session, CSRF or login machinery touches a provider's request.
+    assert "Set-Cookie" not in response
+    assert "Cookie" not in response.get("Vary", "")
+
+
+def test_an_unknown_route_under_webhooks_still_gets_the_full_stack(make_chip, client):
+    chip = make_chip("zapi")
+    # No trailing slash: CommonMiddleware's redirect, as before.
+    response = client.post(webhook_url(chip).rstrip("/"), data=b"{}", content_type="text/plain")
+    assert response.status_code == 301
+    assert response["Location"] == webhook_url(chip)
+
+
+def test_the_https_redirect_still_applies_to_webhooks(make_chip, client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    chip = make_chip("zapi")
+    response = post_webhook(client, chip, load_fixture("zapi", "received__text"))
+    assert response.status_code == 301
+    assert response["Location"].startswith("https://")
+    assert not WebhookEvent.objects.exists()
+
+
+def test_webhooks_are_counted_in_the_per_view_http_metrics(make_chip, client):
+    chip = make_chip("zapi")
+    accepted, refused = _responses("200", "POST"), _responses("404", "POST")
+    post_webhook(client, chip, load_fixture("zapi", "received__text"))
+    post_webhook(client, chip, load_fixture("zapi", "received__text"), key="not-a-chip-key")
+    assert _responses("200", "POST") == accepted + 1
+    assert _responses("404", "POST") == refused + 1
+
+
+@pytest.mark.parametrize("method", ["put", "patch", "delete"])
+def test_other_methods_are_405_in_json_and_store_nothing(make_chip, client, method):
+    chip = make_chip("zapi")
+    response = getattr(client, method)(
+        webhook_url(chip), data=load_fixture("zapi", "received__text")
+    )
+    assert response.status_code == 405
+    assert response.json() == {
+        "error": "method_not_allowed",
+        "detail": f'Método "{method.upper()}" não é permitido.',
+    }
+    assert response["Allow"] == ALLOW
+    assert not WebhookEvent.objects.exists()
+
+
+def test_options_describes_the_endpoint(make_chip, client):
+    chip = make_chip("zapi")
+    response = client.options(webhook_url(chip))
+    assert response.status_code == 200
+    assert response.json()["parses"] == ["application/json"]
+    assert response["Allow"] == ALLOW
+
+
+def test_an_accept_header_is_not_negotiated(make_chip, client):
+    chip = make_chip("zapi")
+    response = post_webhook(
+        client, chip, load_fixture("zapi", "received__text"), headers={"Accept": "text/html"}
+    )
+    assert response.status_code == 200
+    assert response.json()["status"] == "accepted"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_the_database_dropped_between_deliveries_costs_no_delivery(make_chip, client):
+    """No `SELECT 1` before each delivery: a dead connection is replaced when it fails."""
+    chip = make_chip("zapi")
+    first = load_fixture_json("zapi", "received__text")
+    assert post_webhook(client, chip, first).status_code == 200
+    # What a database restart does to every connection a web process keeps.
+    pid = connection.connection.info.backend_pid
+    params = connection.settings_dict
+    with psycopg.connect(
+        host=params["HOST"],
+        port=params["PORT"] or 5432,
+        user=params["USER"],
+        dbname=params["NAME"],
+        autocommit=True,
+    ) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    second = {**first, "messageId": "after-the-restart"}
+    response = post_webhook(client, chip, second)
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "accepted"
+    assert connection.connection.info.backend_pid != pid
+    assert WebhookEvent.objects.count() == 2
+    assert WebhookEvent.objects.filter(pk=response.json()["event_id"]).exists()
+    # The event and its task, once each (the ORM broker writes both in one commit).
+    assert OrmQ.objects.count() == 2

@@ -1,0 +1,117 @@
+"""The Redis broker reuses one connection per process; both brokers hold a task until it is due."""
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+import redis
+import redis.connection
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.conf import Conf
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
+
+from core.brokers import async_task_at
+from tests.channels.webhooks import chip_for, load_fixture_json, post_webhook
+
+REDIS_URL = "redis://127.0.0.1:6379/5"
+
+
+@pytest.fixture
+def redis_broker(settings, monkeypatch):
+    """django-q2 configured as config/settings/base.py does for Q_BROKER=redis."""
+    # Every enqueue names its cluster (core.brokers.fast_cluster): this test's own.
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "name": "intake-broker-test"}
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", REDIS_URL)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", "core.brokers.PooledRedis")
+    monkeypatch.setattr(Conf, "CLUSTER_NAME", "intake-broker-test")
+    queue = redis.from_url(REDIS_URL)
+    key = "django_q:intake-broker-test:q"
+    queue.delete(key)
+    yield queue, key
+    queue.delete(key)
+    queue.close()
+
+
+def test_q_broker_redis_selects_the_pooled_broker():
+    # Settings are evaluated once per process: read them as a fresh one does.
+    result = subprocess.run(
+        [sys.executable, "-c", "from config.settings import base; print(base.Q_CLUSTER)"],
+        env={**os.environ, "Q_BROKER": "redis", "REDIS_URL": REDIS_URL},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "'broker_class': 'core.brokers.PooledRedis'" in result.stdout
+    assert f"'redis': '{REDIS_URL}'" in result.stdout
+
+
+@pytest.mark.django_db
+def test_three_webhooks_queue_three_tasks_over_at_most_one_new_connection(
+    client, redis_broker, monkeypatch, django_capture_on_commit_callbacks
+):
+    queue, key = redis_broker
+    opened = []
+    on_connect = redis.connection.AbstractConnection.on_connect
+
+    def counting_on_connect(self):
+        opened.append(self)
+        return on_connect(self)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "on_connect", counting_on_connect)
+    chip = chip_for("zapi")
+    for n in range(3):
+        body = load_fixture_json("zapi", "received__text")
+        body["messageId"] = f"pooled-{n}"
+        with django_capture_on_commit_callbacks(execute=True):
+            assert post_webhook(client, chip, body).status_code == 200
+
+    assert queue.llen(key) == 3
+    assert len(opened) <= 1
+    assert get_broker().connection is get_broker().connection
+
+
+def _dequeue_until_task(broker, *, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = broker.dequeue()
+        if tasks:
+            return tasks
+    raise AssertionError("no task handed out")
+
+
+def test_redis_holds_a_task_until_it_is_due(redis_broker):
+    queue, key = redis_broker
+    queue.delete(f"{key}:held")
+    due = timezone.now() + timedelta(seconds=0.8)
+
+    async_task_at(due, "math.floor", 1.5)
+
+    assert queue.llen(key) == 0
+    assert queue.zcard(f"{key}:held") == 1
+    [(_, package)] = _dequeue_until_task(get_broker(), timeout=5)
+    handed_out = timezone.now()
+    assert handed_out >= due
+    assert (handed_out - due).total_seconds() < 0.5  # the dequeue woke up for it
+    assert SignedPackage.loads(package)["args"] == (1.5,)
+    assert queue.zcard(f"{key}:held") == 0
+    queue.delete(f"{key}:held")
+
+
+@pytest.mark.django_db
+def test_orm_holds_a_task_until_it_is_due():
+    due = timezone.now() + timedelta(seconds=0.8)
+
+    async_task_at(due, "math.floor", 2.5)
+
+    [row] = OrmQ.objects.all()
+    assert row.lock == due
+    broker = get_broker()
+    [(_, package)] = _dequeue_until_task(broker, timeout=5)
+    assert timezone.now() >= due
+    assert SignedPackage.loads(package)["args"] == (2.5,)
