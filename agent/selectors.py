@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from agent.flows import FLOW_DONE
-from agent.models import AgentProfile, AgentRun, default_system_prompt
+from agent.models import AgentProfile, AgentRun, ConversationLease, default_system_prompt
 from conversations.models import Conversation, Message
 
 ANSWER_TASK = "agent.tasks.answer_message"
@@ -232,12 +232,19 @@ def unanswered_messages(
     )
 
 
-def stuck_messages() -> QuerySet[Message]:
+def stuck_messages(*, spare_in_line: bool = False) -> QuerySet[Message]:
     """Lead messages that are the last of their conversation, unanswered for 2 to 30 minutes.
 
     The stuck-bot plan's case: the message was saved, processing died, the bot
     never advanced. Each message is recovered at most once (an AgentRun with
     trigger `recovery` is the guard), so a message that keeps failing cannot loop.
+
+    `spare_in_line` (the agent's queue has a line that a live cluster works
+    through): a message no turn has taken up yet (no turn ran on it and no
+    worker holds its conversation) is waiting for its task, not lost, until
+    AGENT_TASK_LOST_SECONDS; answering it here would only race its task. A
+    turn that ran and left it unanswered, or a worker that died holding the
+    conversation, is recovered at the usual age.
     """
     now = timezone.now()
     newest = timedelta(seconds=settings.AGENT_RECOVERY_MIN_AGE_SECONDS)
@@ -246,9 +253,16 @@ def stuck_messages() -> QuerySet[Message]:
         "-created_at", "-pk"
     )
     recovered = AgentRun.objects.filter(message=OuterRef("pk"), trigger=AgentRun.Trigger.RECOVERY)
-    return (
+    stuck = (
         unanswered_messages(since=oldest, grace=newest)
         .filter(conversation__last_inbound_at__gte=now - oldest)
         .filter(pk=Subquery(last_message.values("pk")[:1]))
         .filter(~Exists(recovered))
     )
+    if spare_in_line:
+        taken_up = Exists(AgentRun.objects.filter(message=OuterRef("pk"))) | Exists(
+            ConversationLease.objects.filter(conversation=OuterRef("conversation"))
+        )
+        lost = now - timedelta(seconds=settings.AGENT_TASK_LOST_SECONDS)
+        stuck = stuck.filter(taken_up | Q(created_at__lt=lost))
+    return stuck

@@ -53,6 +53,11 @@ def agent_cluster() -> str:
     return settings.Q_AGENT_CLUSTER
 
 
+def queue_waiting(cluster: str) -> int:
+    """Tasks of `cluster` ready for a worker and not yet taken (held ones not yet due excluded)."""
+    return get_broker(cluster).queue_size()
+
+
 _clients: dict[str, redis.Redis] = {}
 _scripts: dict[int, Any] = {}
 _lock = threading.Lock()

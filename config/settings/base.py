@@ -405,6 +405,11 @@ AGENT_REPLY_MAX_PARTS = env.int("AGENT_REPLY_MAX_PARTS", default=4)
 # than MIN (normal processing is over) and less than MAX (older is stale).
 AGENT_RECOVERY_MIN_AGE_SECONDS = env.int("AGENT_RECOVERY_MIN_AGE_SECONDS", default=120)
 AGENT_RECOVERY_MAX_AGE_SECONDS = env.int("AGENT_RECOVERY_MAX_AGE_SECONDS", default=30 * 60)
+# While the agent's queue has a line and its cluster is alive, a message no
+# turn has taken up yet is waiting in that line, not lost: the recovery leaves
+# it to its own task until it is this old (a flood answered at a few leads a
+# second takes minutes; a task the broker really dropped waits this long).
+AGENT_TASK_LOST_SECONDS = env.int("AGENT_TASK_LOST_SECONDS", default=10 * 60)
 # Used when a conversation has no agent profile (neither its own, its campaign's nor its chip's).
 # Empty: agent.models.SYSTEM_PROMPT in LANGUAGE_CODE (the pt_BR catalog holds the Portuguese one).
 AGENT_DEFAULT_SYSTEM_PROMPT = env("AGENT_DEFAULT_SYSTEM_PROMPT", default="")

@@ -14,11 +14,13 @@ from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 
 from agent import tasks
-from agent.models import AgentRun
+from agent.models import AgentRun, ConversationLease
+from agent.turns import agent_enqueue
 from channels import tasks as channel_tasks
 from conversations.models import Conversation, Message
-from core.models import AuditEntry
+from core.models import AuditEntry, WorkerHeartbeat
 from core.schedules import ensure_schedules
+from core.services import heartbeat_record
 from tests.channels.webhooks import post_webhook
 from tests.factories.conversations import ConversationFactory, OutboundMessageFactory
 
@@ -128,6 +130,68 @@ def test_a_message_is_recovered_at_most_once_even_if_the_recovery_died(stuck):
 
     assert tasks.recover_stuck() == {}
     assert bot_messages(conversation) == [ASKED_GUESTS]
+
+
+@pytest.fixture
+def agent_line(settings):
+    """The agent's cluster is alive and turns wait in its queue (a flood being worked through)."""
+
+    def line(message):
+        heartbeat_record(cluster=settings.Q_AGENT_CLUSTER)
+        agent_enqueue(message.pk)  # its own task, back in line
+        assert OrmQ.objects.filter(key=settings.Q_AGENT_CLUSTER).count() == 1
+
+    return line
+
+
+def test_a_message_waiting_in_the_agents_line_is_left_to_its_task(stuck, agent_line):
+    conversation, message = stuck(minutes=5)
+    agent_line(message)
+
+    assert tasks.recover_stuck() == {}
+    assert bot_messages(conversation) == [ASKED_GUESTS]
+
+    # Its task reaches a worker: answered once, by the normal path.
+    (queued,) = OrmQ.objects.all()
+    assert tasks.answer_message(*queued.task["args"]) == "handoff"
+    assert len(bot_messages(conversation)) == 2
+    assert AgentRun.objects.get().trigger == AgentRun.Trigger.INBOUND
+    assert tasks.recover_stuck() == {}
+
+
+def _agent_down(settings, conversation, message):
+    WorkerHeartbeat.objects.filter(cluster=settings.Q_AGENT_CLUSTER).update(
+        beat_at=timezone.now() - timedelta(seconds=settings.HEARTBEAT_STALE_SECONDS + 1)
+    )
+
+
+def _turn_ran_and_failed(settings, conversation, message):
+    AgentRun.objects.create(conversation=conversation, message=message, kind="flow")
+
+
+def _worker_died_holding_it(settings, conversation, message):
+    ConversationLease.objects.create(
+        conversation=conversation, token="dead", expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+@pytest.mark.parametrize(
+    ("minutes", "after"),
+    [
+        (11, None),  # older than AGENT_TASK_LOST_SECONDS: its task was dropped
+        (5, _agent_down),  # a queue nobody drains is not a line
+        (5, _turn_ran_and_failed),
+        (5, _worker_died_holding_it),
+    ],
+)
+def test_a_line_does_not_spare_what_is_really_lost(stuck, agent_line, settings, minutes, after):
+    conversation, message = stuck(minutes=minutes)
+    agent_line(message)
+    if after:
+        after(settings, conversation, message)
+
+    assert tasks.recover_stuck() == {"handoff": 1}
+    assert bot_messages(conversation)[-1] == "Perfeito! Vou passar para a nossa especialista. 😉"
 
 
 @pytest.mark.parametrize(
