@@ -25,7 +25,7 @@ from tests.support.processes import manage, running_gunicorn, running_qcluster, 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 CLIENTS = 4
-# Every lead is answered by the normal path within two minutes of the database
+# Every lead is answered by the normal path within 110 s of the database
 # coming back (the bounded run: seconds); the report shows how long it took.
 # At full size that is a backlog of 600 turns, worked through by two agent
 # workers (production runs four) on this 2-core machine.
