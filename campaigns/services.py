@@ -29,6 +29,7 @@ from conversations.outbox import PRIORITY_BY_PURPOSE, Verdict, outbox_kick
 from core import bulk
 from core.alerts import alert_raise
 from core.audit import audit_record
+from core.models import AuditEntry
 
 logger = logging.getLogger(__name__)
 
@@ -421,9 +422,17 @@ def campaign_enqueue_added(*, campaign: Campaign, now: datetime | None = None) -
 
 
 def campaign_start(
-    *, campaign: Campaign, now: datetime | None = None, dry_run: bool = False
+    *,
+    campaign: Campaign,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    inline_max: int | None = None,
 ) -> ControlResult:
-    """Start now, or schedule when `scheduled_at` is still ahead. Queues the audience."""
+    """Start now, or schedule when `scheduled_at` is still ahead. Queues the audience.
+
+    With `inline_max`, an audience with more pending recipients than that is
+    handed to a worker (`_start_on_worker`) instead of being queued here.
+    """
     now = now or timezone.now()
     with transaction.atomic():
         campaign = _lock(campaign)
@@ -449,7 +458,56 @@ def campaign_start(
                 campaign.status = Campaign.Status.SCHEDULED
                 campaign.save(update_fields=["status", "updated_at"])
             return result
+        if not dry_run and inline_max is not None:
+            pending = _pending(campaign).count()
+            if pending > inline_max:
+                return _start_on_worker(campaign, action="start", pending=pending, now=now)
         return _run(campaign, chips=chips, action="start", now=now, dry_run=dry_run)
+
+
+def _start_on_worker(
+    campaign: Campaign, *, action: str, pending: int, now: datetime
+) -> ControlResult:
+    """Too big to queue within a web request: a worker starts it at once.
+
+    The campaign becomes scheduled for now, so the scheduler's tick starts it
+    too if the task is lost; the task and the tick lock the campaign and only
+    start it while it is still scheduled, so it starts once, and a pause or a
+    cancel meanwhile wins.
+    """
+    campaign.status = Campaign.Status.SCHEDULED
+    campaign.scheduled_at = now
+    campaign.paused_at = None
+    campaign.paused_reason = ""
+    campaign.save(
+        update_fields=["status", "scheduled_at", "paused_at", "paused_reason", "updated_at"]
+    )
+    transaction.on_commit(lambda: _enqueue_start(campaign.pk))
+    return ControlResult(
+        campaign,
+        action,
+        Campaign.Status.SCHEDULED,
+        message=ngettext(
+            "Starting in the background: %(count)d recipient is being queued; "
+            "the progress shows on the campaign's page.",
+            "Starting in the background: %(count)d recipients are being queued; "
+            "the progress shows on the campaign's page.",
+            pending,
+        )
+        % {"count": pending},
+    )
+
+
+def _enqueue_start(campaign_id: int) -> None:
+    from django_q.tasks import async_task
+
+    from core.brokers import fast_cluster
+
+    try:
+        # The cluster that runs the scheduler's tick, which starts scheduled campaigns.
+        async_task("campaigns.tasks.campaign_start_due", campaign_id, cluster=fast_cluster())
+    except Exception:  # the tick starts it within a minute anyway
+        logger.exception("campaign %s: could not enqueue its start", campaign_id)
 
 
 def _run(
@@ -525,9 +583,14 @@ def _pause(campaign: Campaign, *, reason: str, now: datetime) -> bool:
 
 
 def campaign_resume(
-    *, campaign: Campaign, now: datetime | None = None, dry_run: bool = False
+    *,
+    campaign: Campaign,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    inline_max: int | None = None,
 ) -> ControlResult:
-    """Continue a paused campaign on the chips that can still send it."""
+    """Continue a paused campaign on the chips that can still send it (see campaign_start
+    for `inline_max`)."""
     now = now or timezone.now()
     with transaction.atomic():
         campaign = _lock(campaign)
@@ -538,6 +601,9 @@ def campaign_resume(
             raise CampaignError(
                 gettext("No chip in the pool can send this campaign: unblock or add a chip.")
             )
+        pending = _pending(campaign).count() if inline_max is not None and not dry_run else 0
+        if inline_max is not None and pending > inline_max:
+            return _start_on_worker(campaign, action="resume", pending=pending, now=now)
         result = _run(campaign, chips=chips, action="resume", now=now, dry_run=dry_run)
     if not dry_run:
         outbox_kick()
@@ -621,15 +687,36 @@ def campaign_complete_if_done(*, campaign_id: int, now: datetime | None = None) 
 def campaigns_start_due(*, now: datetime | None = None) -> list[ControlResult]:
     """The scheduler's job: start every scheduled campaign whose time has come."""
     now = now or timezone.now()
-    results = []
     due = Campaign.objects.filter(status=Campaign.Status.SCHEDULED, scheduled_at__lte=now)
-    for campaign in due.order_by("scheduled_at"):
+    results = (
+        campaign_start_due(campaign_id=pk, now=now)
+        for pk in due.order_by("scheduled_at").values_list("pk", flat=True)
+    )
+    return [result for result in results if result is not None]
+
+
+def campaign_start_due(*, campaign_id: int, now: datetime | None = None) -> ControlResult | None:
+    """Start one campaign if it is still scheduled and due; None when it is not (any more).
+
+    Locked without waiting: a campaign another worker is starting is theirs,
+    and one started, paused or cancelled meanwhile is left as it is. A
+    campaign that cannot start pauses with the reason.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        campaign = (
+            Campaign.objects.select_for_update(skip_locked=True)
+            .filter(pk=campaign_id, status=Campaign.Status.SCHEDULED, scheduled_at__lte=now)
+            .first()
+        )
+        if campaign is None:
+            return None
         try:
-            results.append(campaign_start(campaign=campaign, now=now))
+            return campaign_start(campaign=campaign, now=now)
         except CampaignError as exc:
             _pause(campaign, reason=str(exc), now=now)
             logger.warning("campaign %s could not start: %s", campaign.pk, exc)
-    return results
+            return None
 
 
 # --- Moving work off a chip that stopped --------------------------------------------------
@@ -806,14 +893,16 @@ def campaign_control(
 ) -> ControlResult:
     """Apply one control and write its audit entry (not on a dry run)."""
     who = actor_label or getattr(actor, "get_username", lambda: "")() or source
+    # A web request has gunicorn's timeout; the command and the tasks do not.
+    inline_max = settings.CAMPAIGN_START_INLINE_MAX if source == AuditEntry.Source.ADMIN else None
     if action == "start":
-        result = campaign_start(campaign=campaign, dry_run=dry_run)
+        result = campaign_start(campaign=campaign, dry_run=dry_run, inline_max=inline_max)
     elif action == "pause":
         result = campaign_pause(
             campaign=campaign, reason=gettext("Paused by %(who)s") % {"who": who}, dry_run=dry_run
         )
     elif action == "resume":
-        result = campaign_resume(campaign=campaign, dry_run=dry_run)
+        result = campaign_resume(campaign=campaign, dry_run=dry_run, inline_max=inline_max)
     elif action == "cancel":
         result = campaign_cancel(campaign=campaign, dry_run=dry_run)
     else:

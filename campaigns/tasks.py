@@ -2,9 +2,16 @@
 
 from django.utils import timezone
 
+from campaigns import services
 from campaigns.followups import agent_follow_ups_send_due, follow_ups_send_due
 from campaigns.models import Campaign
 from campaigns.services import campaign_complete_if_done, campaigns_start_due
+
+
+def campaign_start_due(campaign_id: int) -> str:
+    """Enqueued by a start or resume too big for a web request (CAMPAIGN_START_INLINE_MAX)."""
+    result = services.campaign_start_due(campaign_id=campaign_id)
+    return result.message if result is not None else "not scheduled any more"
 
 
 def campaigns_tick() -> dict[str, int]:

@@ -380,6 +380,10 @@ CAMPAIGN_RECONTACT_DAYS = env.int("CAMPAIGN_RECONTACT_DAYS", default=7)
 # share of failures among its latest ones passes CAMPAIGN_FAILURE_RATE.
 CAMPAIGN_FAILURE_WINDOW = env.int("CAMPAIGN_FAILURE_WINDOW", default=20)
 CAMPAIGN_FAILURE_RATE = env.float("CAMPAIGN_FAILURE_RATE", default=0.5)
+# A start or resume from the admin with more pending recipients than this is
+# queued by a worker, not in the request: 100,000 take 20 s on 2 idle cores,
+# over a minute on busy ones, past gunicorn's 30 s timeout.
+CAMPAIGN_START_INLINE_MAX = env.int("CAMPAIGN_START_INLINE_MAX", default=5000)
 
 # --- Agent (agent/) ----------------------------------------------------------------------
 # Without OPENAI_API_KEY the agent runs scripted flows and fallbacks only.

@@ -4,11 +4,14 @@ import re
 
 import pytest
 from django.core.management import CommandError, call_command
+from django_q.models import OrmQ
 
-from campaigns.models import Campaign
+from campaigns.models import Campaign, CampaignRecipient
+from campaigns.tasks import campaign_start_due, campaigns_tick
 from conversations.models import Message
 from core.models import AuditEntry
 from tests.campaigns.conftest import statuses
+from tests.factories.conversations import LeadFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -178,3 +181,97 @@ def test_the_command_controls_a_campaign_with_dry_run(provider_chip, make_campai
         ("campaign_pause", "command", "manage.py campaign"),
         ("campaign_cancel", "command", "manage.py campaign"),
     ]
+
+
+def _start_tasks():
+    return [
+        q.task["args"]
+        for q in OrmQ.objects.order_by("pk")
+        if q.task["func"] == "campaigns.tasks.campaign_start_due"
+    ]
+
+
+@pytest.fixture
+def big_start(provider_chip, make_campaign, staff_in, settings, django_capture_on_commit_callbacks):
+    """A manager starts a campaign with more recipients than a request queues itself."""
+    settings.CAMPAIGN_START_INLINE_MAX = 2
+    campaign = make_campaign([provider_chip()], n=3)
+    client = staff_in("manager")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(control_url(campaign, "start"), follow=True)
+    campaign.refresh_from_db()
+    return campaign, client, response
+
+
+def test_a_start_too_big_for_a_request_is_queued_by_a_worker(big_start):
+    campaign, _, response = big_start
+    assert "Iniciando em segundo plano: 3 destinatários" in response.content.decode()
+    assert campaign.status == Campaign.Status.SCHEDULED
+    assert statuses(campaign) == {"pending": 3}
+    assert not Message.objects.filter(campaign=campaign).exists()
+    assert _start_tasks() == [(campaign.pk,)]
+
+    assert "3 mensagem(ns) na fila" in campaign_start_due(campaign.pk)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+    assert statuses(campaign) == {"queued": 3}
+    assert Message.objects.filter(campaign=campaign, status="queued").count() == 3
+    # A second delivery of the task (or the tick after it) starts nothing twice.
+    assert campaign_start_due(campaign.pk) == "not scheduled any more"
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+    assert Message.objects.filter(campaign=campaign).count() == 3
+    assert list(
+        AuditEntry.objects.filter(target="campaigns.campaign").values_list("action", "actor_label")
+    ) == [("campaign_start", "manager-user")]
+
+
+def test_the_tick_starts_it_when_the_task_is_lost(big_start):
+    campaign, _, _ = big_start
+    OrmQ.objects.all().delete()
+    assert campaigns_tick()["started"] == 1
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+    assert statuses(campaign) == {"queued": 3}
+
+
+def test_a_pause_before_the_worker_starts_it_wins(big_start):
+    campaign, client, _ = big_start
+    client.post(control_url(campaign, "pause"))
+    assert campaign_start_due(campaign.pk) == "not scheduled any more"
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    assert not Message.objects.filter(campaign=campaign).exists()
+
+
+def test_a_big_resume_is_queued_by_a_worker_too(
+    provider_chip, make_campaign, staff_in, settings, django_capture_on_commit_callbacks
+):
+    campaign = make_campaign([provider_chip()], n=1)
+    client = staff_in("manager")
+    client.post(control_url(campaign, "start"))
+    client.post(control_url(campaign, "pause"))
+    # Leads added while it was paused wait for the resume.
+    CampaignRecipient.objects.bulk_create(
+        [CampaignRecipient(campaign=campaign, lead=LeadFactory()) for _ in range(3)]
+    )
+    settings.CAMPAIGN_START_INLINE_MAX = 2
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(control_url(campaign, "resume"), follow=True)
+    assert "Iniciando em segundo plano: 3 destinatários" in response.content.decode()
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.SCHEDULED
+
+    campaign_start_due(campaign.pk)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+    assert statuses(campaign) == {"queued": 4}
+
+
+def test_the_command_queues_a_big_audience_itself(provider_chip, make_campaign, settings):
+    settings.CAMPAIGN_START_INLINE_MAX = 0
+    campaign = make_campaign([provider_chip()], n=3)
+    call_command("campaign", "start", str(campaign.pk))
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+    assert statuses(campaign) == {"queued": 3}
+    assert not _start_tasks()
