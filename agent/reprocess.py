@@ -14,6 +14,8 @@ from agent.selectors import message_is_answered, unanswered_messages
 from agent.turns import ANSWERED, MISSING, SKIPPED, ProcessResult, message_reply
 from conversations.models import Message
 from conversations.reprocessing import ReprocessRequest
+from core.audit import audit_record
+from core.models import AuditEntry
 
 
 def reprocess_message(*, message: Message, force: bool = False) -> ProcessResult:
@@ -82,6 +84,19 @@ class BatchReport:
             status = result.status if result else "dry_run"
             counts[status] = counts.get(status, 0) + 1
         return counts
+
+    def audit(
+        self, *, action: str, source: str, actor_label: str, detail: dict | None = None
+    ) -> AuditEntry:
+        """The audit entry of a batch that ran: the messages it took up and their outcomes."""
+        return audit_record(
+            action=action,
+            source=source,
+            actor_label=actor_label,
+            target=Message,
+            objects=[message for message, _ in self.results],
+            detail={**(detail or {}), **self.counts()},
+        )
 
 
 def reprocess_failed(

@@ -3,7 +3,6 @@
 from agent.recovery import conversations_recover_stuck
 from agent.reprocess import message_reprocess_by_id
 from agent.turns import message_reply
-from core.audit import audit_record
 from core.db import db_retry_transient
 from core.models import AuditEntry
 
@@ -24,18 +23,14 @@ def answer_message(message_id: int, lease: str | None = None) -> str:
 def recover_stuck() -> dict[str, int]:
     """Periodic: answer conversations whose last lead message was never answered."""
     report = conversations_recover_stuck()
-    counts = report.counts()
     if report.found:
         # Only runs that did something: an entry a minute saying "nothing" is noise.
-        audit_record(
+        report.audit(
             action="recover_stuck",
             source=AuditEntry.Source.TASK,
             actor_label="agent.tasks.recover_stuck",
-            target="conversations.message",
-            objects=[message for message, _ in report.results],
-            detail=counts,
         )
-    return counts
+    return report.counts()
 
 
 def reprocess_message(message_id: int, force: bool = False) -> str:

@@ -8,7 +8,7 @@ from django.utils.translation import ngettext
 from core import admin_tasks  # noqa: F401  (django-q2's admins, locked down)
 from core.admin_utils import ReadOnlyAdmin
 from core.alerts import alerts_acknowledge, alerts_resolve
-from core.audit import audit_record
+from core.audit import audit_admin
 from core.models import Alert, AuditEntry, WorkerHeartbeat
 
 
@@ -60,13 +60,7 @@ class AlertAdmin(ReadOnlyAdmin):
     @admin.action(description=_("Acknowledge (I'm on it)"), permissions=["acknowledge"])
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         changed = alerts_acknowledge(alerts=queryset, user=request.user)
-        audit_record(
-            action="alert_acknowledge",
-            source=AuditEntry.Source.ADMIN,
-            actor=request.user,
-            target=Alert,
-            objects=changed,
-        )
+        audit_admin(request, action="alert_acknowledge", target=Alert, objects=changed)
         self.message_user(
             request,
             ngettext("%(n)d alert acknowledged.", "%(n)d alerts acknowledged.", len(changed))
@@ -76,13 +70,7 @@ class AlertAdmin(ReadOnlyAdmin):
     @admin.action(description=_("Resolve"), permissions=["acknowledge"])
     def resolve(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
         changed = alerts_resolve(alerts=queryset, user=request.user)
-        audit_record(
-            action="alert_resolve",
-            source=AuditEntry.Source.ADMIN,
-            actor=request.user,
-            target=Alert,
-            objects=changed,
-        )
+        audit_admin(request, action="alert_resolve", target=Alert, objects=changed)
         self.message_user(
             request,
             ngettext("%(n)d alert resolved.", "%(n)d alerts resolved.", len(changed))

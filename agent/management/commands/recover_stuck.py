@@ -2,7 +2,6 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from agent.recovery import conversations_recover_stuck
-from core.audit import audit_record
 from core.models import AuditEntry
 
 
@@ -20,13 +19,10 @@ class Command(BaseCommand):
     def handle(self, *args, dry_run: bool, **options) -> None:
         report = conversations_recover_stuck(dry_run=dry_run)
         if not dry_run:
-            audit_record(
+            report.audit(
                 action="recover_stuck",
                 source=AuditEntry.Source.COMMAND,
                 actor_label="recover_stuck",
-                target="conversations.message",
-                objects=[message for message, _ in report.results],
-                detail=report.counts(),
             )
         for message, result in report.results:
             when = timezone.localtime(message.created_at).strftime("%d/%m %H:%M")

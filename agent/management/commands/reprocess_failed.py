@@ -5,7 +5,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from agent.reprocess import reprocess_failed
-from core.audit import audit_record
 from core.models import AuditEntry
 from core.phones import to_e164
 
@@ -45,13 +44,11 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from exc
         report = reprocess_failed(since=period, phone=phone, dry_run=dry_run, limit=limit)
         if not dry_run:
-            audit_record(
+            report.audit(
                 action="reprocess_failed",
                 source=AuditEntry.Source.COMMAND,
                 actor_label="reprocess_failed",
-                target="conversations.message",
-                objects=[message for message, _ in report.results],
-                detail={"since": since, "phone": phone or "", **report.counts()},
+                detail={"since": since, "phone": phone or ""},
             )
         for message, result in report.results:
             when = timezone.localtime(message.created_at).strftime("%d/%m %H:%M")
