@@ -15,7 +15,7 @@ from core.models import Alert, AuditEntry, WorkerHeartbeat
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(ReadOnlyAdmin):
     list_display = ["cluster", "beat_at", "age_seconds", "host", "pid", "beats"]
-    readonly_fields = list_display
+    readonly_fields = [*list_display, "first_beat_at"]
 
     @admin.display(description=_("age (s)"))
     def age_seconds(self, obj: WorkerHeartbeat) -> int:

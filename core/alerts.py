@@ -117,7 +117,15 @@ def _rule_worker_down(now: datetime) -> list[Firing]:
         subject="",
     )
     # The agent's own cluster: one alert of its own (the subject), since the
-    # default cluster beating says nothing about it.
+    # default cluster beating says nothing about it. On a new installation it
+    # gets as long to beat for the first time as a running cluster gets between
+    # beats: its scheduler's first pass comes about 30 s after it starts, often
+    # after the default cluster's first evaluation.
+    first_beat = selectors.heartbeat_first_beat_at()
+    installing = (
+        first_beat is not None
+        and (now - first_beat).total_seconds() <= settings.HEARTBEAT_STALE_SECONDS
+    )
     agent = _cluster_down(
         cluster=settings.Q_AGENT_CLUSTER,
         title=gettext("Agent cluster down"),
@@ -129,17 +137,26 @@ def _rule_worker_down(now: datetime) -> list[Firing]:
             "Leads get no answer."
         ),
         subject=f"cluster:{settings.Q_AGENT_CLUSTER}",
+        wait_for_first_beat=installing,
     )
     return [firing for firing in (default, agent) if firing is not None]
 
 
 def _cluster_down(
-    *, cluster: str | None, title: str, never_ran: str, stale: str, subject: str
+    *,
+    cluster: str | None,
+    title: str,
+    never_ran: str,
+    stale: str,
+    subject: str,
+    wait_for_first_beat: bool = False,
 ) -> Firing | None:
     age = selectors.heartbeat_age_seconds(cluster=cluster)
     if not selectors.heartbeat_stale(age):
         return None
     if age is None:
+        if wait_for_first_beat:
+            return None
         detail = never_ran
     else:
         detail = stale % {"age": round(age), "limit": settings.HEARTBEAT_STALE_SECONDS}

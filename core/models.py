@@ -13,6 +13,8 @@ class WorkerHeartbeat(models.Model):
 
     cluster = models.CharField(_("cluster"), max_length=100, unique=True)
     beat_at = models.DateTimeField(_("last beat at"))
+    # Unknown (null) for rows older than the field: an installation running for a while.
+    first_beat_at = models.DateTimeField(_("first beat at"), null=True, blank=True)
     host = models.CharField(_("host"), max_length=255, blank=True)
     pid = models.PositiveIntegerField(_("PID"), null=True, blank=True)
     beats = models.PositiveBigIntegerField(_("beats"), default=0)

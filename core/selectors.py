@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypedDict
 
 from django.conf import settings
@@ -18,6 +18,16 @@ def heartbeat_age_seconds(*, cluster: str | None = None) -> float | None:
     if beat_at is None:
         return None
     return max(0.0, (timezone.now() - beat_at).total_seconds())
+
+
+def heartbeat_first_beat_at(*, cluster: str | None = None) -> datetime | None:
+    """When the cluster beat for the first time; None if it never did, or before this was kept."""
+    cluster = cluster or settings.Q_CLUSTER["name"]
+    return (
+        WorkerHeartbeat.objects.filter(cluster=cluster)
+        .values_list("first_beat_at", flat=True)
+        .first()
+    )
 
 
 def heartbeat_stale(age: float | None) -> bool:

@@ -17,5 +17,7 @@ def heartbeat_record(*, cluster: str | None = None) -> WorkerHeartbeat:
         beats=F("beats") + 1, **defaults
     )
     if not updated:
-        WorkerHeartbeat.objects.get_or_create(cluster=cluster, defaults={**defaults, "beats": 1})
+        WorkerHeartbeat.objects.get_or_create(
+            cluster=cluster, defaults={**defaults, "beats": 1, "first_beat_at": now}
+        )
     return WorkerHeartbeat.objects.get(cluster=cluster)

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import respx
+import time_machine
 from django.contrib.admin import helpers
 from django.contrib.auth.models import Group
 from django.core.cache import cache
@@ -231,6 +232,12 @@ def test_agent_p95_over_its_threshold(slack, settings, django_capture_on_commit_
 @pytest.mark.django_db
 def test_the_periodic_task_evaluates_every_rule(django_capture_on_commit_callbacks, settings):
     channel_f.ChipFactory(status=Chip.Status.DISCONNECTED)
+    # An installation running for a while (its default cluster first beat an
+    # hour ago), whose agent cluster never beat.
+    core_f.WorkerHeartbeatFactory(
+        beat_at=timezone.now() - timedelta(hours=1),
+        first_beat_at=timezone.now() - timedelta(hours=1),
+    )
     with django_capture_on_commit_callbacks(execute=True):
         summary = tasks.alerts_evaluate()
     # No heartbeat of the agent's cluster + the disconnected chip. The default
@@ -242,6 +249,26 @@ def test_the_periodic_task_evaluates_every_rule(django_capture_on_commit_callbac
         ("chip_down", f"chip:{Chip.objects.get().pk}"),
     }
     assert WorkerHeartbeat.objects.filter(cluster=settings.Q_CLUSTER["name"]).exists()
+
+
+@pytest.mark.django_db
+def test_a_new_installation_gives_the_agent_cluster_time_to_beat_first(
+    slack, django_capture_on_commit_callbacks, settings
+):
+    # The very first start: the default cluster evaluates the rules before the
+    # agent's scheduler has run its first heartbeat (about 30 s after it starts).
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        with django_capture_on_commit_callbacks(execute=True):
+            tasks.alerts_evaluate()
+        assert active() == set()
+
+        # Still no beat of the agent's cluster once a running cluster would be stale.
+        clock.shift(timedelta(seconds=settings.HEARTBEAT_STALE_SECONDS + 1))
+        with django_capture_on_commit_callbacks(execute=True):
+            tasks.alerts_evaluate()
+        assert active() == {("worker_down", f"cluster:{settings.Q_AGENT_CLUSTER}")}
+        [text] = slack_texts(slack)
+        assert "o qcluster do agente nunca rodou" in text
 
 
 @pytest.mark.django_db
