@@ -207,29 +207,25 @@ def _chips_with_due(now: datetime) -> QuerySet[Chip]:
 
 def _lock_ready_chip(*, now: datetime, skip: set[int]) -> Chip | None:
     # The chip whose most urgent due message matters most: a reply to a lead
-    # who just wrote is not kept waiting behind other chips' campaigns.
-    top_priority = (
-        Message.objects.filter(_due(now), chip=OuterRef("pk"))
-        .order_by("-priority")
-        .values("priority")[:1]
-    )
+    # who just wrote is not kept waiting behind other chips' campaigns. The
+    # conditions go in WHERE, not in annotations: every claim and every kick
+    # builds this query, and compiling annotations filtered on again cost
+    # about as much Python as the rest of a send.
+    due = Message.objects.filter(_due(now), chip=OuterRef("pk"))
+    top_priority = due.order_by("-priority").values("priority")[:1]
     return (
-        _chips_with_due(now)
-        .select_for_update(skip_locked=True, no_key=True, of=("self",))
-        .annotate(top_priority=Subquery(top_priority))
-        .filter(
-            (Q(live_due=True) & ~_reply_ceiling_reached(now))
-            | (Q(proactive_due=True) & _proactive_ready(now))
-        )
-        .filter(Q(next_send_at__isnull=True) | Q(next_send_at__lte=now))
-        .filter(
+        Chip.objects.filter(
+            (Exists(due.filter(purpose__in=pacing.LIVE_PURPOSES)) & ~_reply_ceiling_reached(now))
+            | (Exists(due.filter(purpose__in=pacing.PROACTIVE_PURPOSES)) & _proactive_ready(now)),
+            Q(next_send_at__isnull=True) | Q(next_send_at__lte=now),
             Q(circuit_state=Chip.CircuitState.CLOSED)
             | Q(circuit_retry_at__isnull=True)
-            | Q(circuit_retry_at__lte=now)
+            | Q(circuit_retry_at__lte=now),
         )
         .exclude(status__in=NOT_SENDING_STATUSES)
         .exclude(pk__in=skip)
-        .order_by("-top_priority", F("next_send_at").asc(nulls_first=True), "pk")
+        .select_for_update(skip_locked=True, no_key=True, of=("self",))
+        .order_by(Subquery(top_priority).desc(), F("next_send_at").asc(nulls_first=True), "pk")
         .first()
     )
 
