@@ -29,6 +29,7 @@ from conversations.outbox import PRIORITY_BY_PURPOSE, Verdict, outbox_kick
 from core import bulk
 from core.alerts import alert_raise
 from core.audit import audit_record
+from core.brokers import enqueue_nudge
 from core.models import AuditEntry
 
 logger = logging.getLogger(__name__)
@@ -458,11 +459,17 @@ def campaign_start(
                 campaign.status = Campaign.Status.SCHEDULED
                 campaign.save(update_fields=["status", "updated_at"])
             return result
-        if not dry_run and inline_max is not None:
-            pending = _pending(campaign).count()
-            if pending > inline_max:
-                return _start_on_worker(campaign, action="start", pending=pending, now=now)
+        if not dry_run and (pending := _pending_beyond(campaign, inline_max)):
+            return _start_on_worker(campaign, action="start", pending=pending, now=now)
         return _run(campaign, chips=chips, action="start", now=now, dry_run=dry_run)
+
+
+def _pending_beyond(campaign: Campaign, limit: int | None) -> int:
+    """The pending recipients' count when there are more than `limit`; else 0 (None: no limit)."""
+    if limit is None:
+        return 0
+    pending = _pending(campaign).count()
+    return pending if pending > limit else 0
 
 
 def _start_on_worker(
@@ -482,7 +489,14 @@ def _start_on_worker(
     campaign.save(
         update_fields=["status", "scheduled_at", "paused_at", "paused_reason", "updated_at"]
     )
-    transaction.on_commit(lambda: _enqueue_start(campaign.pk))
+    # The cluster that runs the scheduler's tick, which starts it if this is lost.
+    transaction.on_commit(
+        lambda: enqueue_nudge(
+            "campaigns.tasks.campaign_start_due",
+            campaign.pk,
+            failure=f"campaign {campaign.pk}: could not enqueue its start",
+        )
+    )
     return ControlResult(
         campaign,
         action,
@@ -496,18 +510,6 @@ def _start_on_worker(
         )
         % {"count": pending},
     )
-
-
-def _enqueue_start(campaign_id: int) -> None:
-    from django_q.tasks import async_task
-
-    from core.brokers import fast_cluster
-
-    try:
-        # The cluster that runs the scheduler's tick, which starts scheduled campaigns.
-        async_task("campaigns.tasks.campaign_start_due", campaign_id, cluster=fast_cluster())
-    except Exception:  # the tick starts it within a minute anyway
-        logger.exception("campaign %s: could not enqueue its start", campaign_id)
 
 
 def _run(
@@ -601,8 +603,7 @@ def campaign_resume(
             raise CampaignError(
                 gettext("No chip in the pool can send this campaign: unblock or add a chip.")
             )
-        pending = _pending(campaign).count() if inline_max is not None and not dry_run else 0
-        if inline_max is not None and pending > inline_max:
+        if not dry_run and (pending := _pending_beyond(campaign, inline_max)):
             return _start_on_worker(campaign, action="resume", pending=pending, now=now)
         result = _run(campaign, chips=chips, action="resume", now=now, dry_run=dry_run)
     if not dry_run:

@@ -21,6 +21,7 @@ from django.utils.translation import gettext
 from conversations.models import Handoff, Message
 from conversations.ownership import ACTIVE_HANDOFF
 from core.alerts import slack_post
+from core.brokers import enqueue_nudge
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +34,13 @@ def handoff_notify_enqueue(handoff_id: int, event: str) -> None:
     """Handoff listener (called after commit): queue the opening notice."""
     if event != "opened" or not settings.SLACK_WEBHOOK_URL:
         return
-    from django_q.tasks import async_task
-
-    from core.brokers import fast_cluster
-
-    try:
-        async_task(NOTIFY_TASK, handoff_id, group="handoff-notify", cluster=fast_cluster())
-    except Exception:  # the sweep retries; the handoff itself is already saved
-        logger.exception("handoff %s: could not enqueue the Slack notice", handoff_id)
+    # The sweep retries a lost one; the handoff itself is already saved.
+    enqueue_nudge(
+        NOTIFY_TASK,
+        handoff_id,
+        group="handoff-notify",
+        failure=f"handoff {handoff_id}: could not enqueue the Slack notice",
+    )
 
 
 def handoff_notify(*, handoff_id: int, reminder: bool = False) -> bool:

@@ -50,6 +50,7 @@ from channels.providers.base import ErrorKind, OutboundMedia, SendResult, get_ad
 from conversations.addressing import lead_address
 from conversations.models import Conversation, DeliveryAttempt, Message
 from core.alerts import alert_raise
+from core.brokers import enqueue_nudge
 from core.metrics import counter_inc, histogram_observe
 
 logger = logging.getLogger(__name__)
@@ -158,23 +159,14 @@ def outbox_kick() -> None:
     Only a nudge: the periodic sweep sends everything anyway, so a broker that
     drops this task delays messages by at most one sweep.
     """
-
-    def _enqueue() -> None:
-        from django_q.tasks import async_task
-
-        from core.brokers import fast_cluster
-
-        try:
-            async_task(
-                "conversations.tasks.outbox_send_now",
-                group="outbox",
-                cluster=fast_cluster(),
-                save=False,
-            )
-        except Exception:  # the sweep is the safety net; never fail the caller's commit
-            logger.exception("outbox: could not enqueue the sender task")
-
-    transaction.on_commit(_enqueue)
+    transaction.on_commit(
+        lambda: enqueue_nudge(
+            "conversations.tasks.outbox_send_now",
+            group="outbox",
+            save=False,
+            failure="outbox: could not enqueue the sender task",
+        )
+    )
 
 
 # --- Claiming -----------------------------------------------------------------------------

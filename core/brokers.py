@@ -25,6 +25,7 @@ few milliseconds (Redis), plus whatever backlog is ahead of it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import datetime
@@ -37,6 +38,8 @@ from django_q.brokers import Broker, get_broker
 from django_q.brokers.orm import ORM
 from django_q.brokers.redis_broker import Redis
 from django_q.conf import Conf
+
+logger = logging.getLogger(__name__)
 
 # Every enqueue names its cluster: without `cluster=` django-q2 uses the
 # cluster of the process that enqueues, so a send kicked from an agent turn
@@ -51,6 +54,21 @@ def fast_cluster() -> str:
 def agent_cluster() -> str:
     """The agent's cluster: turns, whose model call may be slow (settings: Q_AGENT_CLUSTER)."""
     return settings.Q_AGENT_CLUSTER
+
+
+def enqueue_nudge(func: str, *args: Any, failure: str, **kwargs: Any) -> None:
+    """`async_task` on the default cluster for work a periodic job also finds.
+
+    A broker error is logged (`failure` says what was lost), never raised: the
+    caller is often an on_commit callback whose work is already saved, and
+    the sweep that covers a lost task must not cost the caller its commit.
+    """
+    from django_q.tasks import async_task
+
+    try:
+        async_task(func, *args, cluster=fast_cluster(), **kwargs)
+    except Exception:
+        logger.exception("%s", failure)
 
 
 def queue_waiting(cluster: str) -> int:
