@@ -117,15 +117,7 @@ def _rule_worker_down(now: datetime) -> list[Firing]:
         subject="",
     )
     # The agent's own cluster: one alert of its own (the subject), since the
-    # default cluster beating says nothing about it. On a new installation it
-    # gets as long to beat for the first time as a running cluster gets between
-    # beats: its scheduler's first pass comes about 30 s after it starts, often
-    # after the default cluster's first evaluation.
-    first_beat = selectors.heartbeat_first_beat_at()
-    installing = (
-        first_beat is not None
-        and (now - first_beat).total_seconds() <= settings.HEARTBEAT_STALE_SECONDS
-    )
+    # default cluster beating says nothing about it.
     agent = _cluster_down(
         cluster=settings.Q_AGENT_CLUSTER,
         title=gettext("Agent cluster down"),
@@ -137,7 +129,7 @@ def _rule_worker_down(now: datetime) -> list[Firing]:
             "Leads get no answer."
         ),
         subject=f"cluster:{settings.Q_AGENT_CLUSTER}",
-        wait_for_first_beat=installing,
+        grace_on_new_installation=True,
     )
     return [firing for firing in (default, agent) if firing is not None]
 
@@ -149,13 +141,20 @@ def _cluster_down(
     never_ran: str,
     stale: str,
     subject: str,
-    wait_for_first_beat: bool = False,
+    grace_on_new_installation: bool = False,
 ) -> Firing | None:
+    """A firing when `cluster` never beat or beat too long ago.
+
+    With `grace_on_new_installation`, a cluster that never beat is not
+    reported on a new installation (selectors.installation_is_new): the
+    agent's scheduler makes its first pass about 30 s after it starts, often
+    after the default cluster's first evaluation.
+    """
     age = selectors.heartbeat_age_seconds(cluster=cluster)
     if not selectors.heartbeat_stale(age):
         return None
     if age is None:
-        if wait_for_first_beat:
+        if grace_on_new_installation and selectors.installation_is_new():
             return None
         detail = never_ran
     else:

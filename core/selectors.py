@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TypedDict
 
 from django.conf import settings
@@ -20,14 +20,21 @@ def heartbeat_age_seconds(*, cluster: str | None = None) -> float | None:
     return max(0.0, (timezone.now() - beat_at).total_seconds())
 
 
-def heartbeat_first_beat_at(*, cluster: str | None = None) -> datetime | None:
-    """When the cluster beat for the first time; None if it never did, or before this was kept."""
-    cluster = cluster or settings.Q_CLUSTER["name"]
-    return (
-        WorkerHeartbeat.objects.filter(cluster=cluster)
+def installation_is_new() -> bool:
+    """The default cluster's first beat is younger than HEARTBEAT_STALE_SECONDS.
+
+    As long as a running cluster gets between beats: what a cluster that has
+    just started gets to beat for the first time. False when it never beat or
+    beat before first beats were kept (an installation running for a while).
+    """
+    first_beat = (
+        WorkerHeartbeat.objects.filter(cluster=settings.Q_CLUSTER["name"])
         .values_list("first_beat_at", flat=True)
         .first()
     )
+    if first_beat is None:
+        return False
+    return (timezone.now() - first_beat).total_seconds() <= settings.HEARTBEAT_STALE_SECONDS
 
 
 def heartbeat_stale(age: float | None) -> bool:
