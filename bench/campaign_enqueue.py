@@ -2,10 +2,14 @@
 
 Builds a CSV of N leads in the formats operators type ("(11) 9…", "11 9…",
 "+55 11 9…"), imports it into a campaign over 4 chips through the admin's
-service (audience_import), then starts the campaign (campaign_start: skips,
-chip spread, conversations, rendered messages). Each size runs in the same
-process, with a baseline taken in the same run: a bare bulk insert of the
-same number of leads (the floor any import pays).
+service (audience_import), then starts the campaign (campaign_start: skips
+over the whole audience; chip spread, conversations and rendered messages for
+the first CAMPAIGN_QUEUE_AHEAD per chip). Then the chips are made to have sent
+everything queued (not timed) and the scheduler's top-up queues the next
+batch (campaign_top_up, timed); with --full, top-ups repeat until the whole
+audience is queued, and their total is printed too. Each size runs in the
+same process, with a baseline taken in the same run: a bare bulk insert of
+the same number of leads (the floor any import pays).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/sdr_ops_bench_campaigns \\
         .venv/bin/python bench/campaign_enqueue.py --sizes 1000 100000
@@ -57,14 +61,18 @@ def main() -> None:
     parser.add_argument(
         "--slowest", type=int, default=0, help="also list each phase's N slowest statements"
     )
+    parser.add_argument(
+        "--full", action="store_true", help="top up until the whole audience is queued"
+    )
     args = parser.parse_args()
     migrated_bench_database()
+    from django.conf import settings
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from campaigns.audience import audience_import
-    from campaigns.models import Campaign
-    from campaigns.services import campaign_start
+    from campaigns.models import Campaign, CampaignRecipient
+    from campaigns.services import campaign_start, campaign_top_up
     from channels.models import Chip
     from conversations.models import Lead, Message
 
@@ -91,14 +99,29 @@ def main() -> None:
     print(
         f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {_commit()}, "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
-        f"{os.cpu_count()} CPUs",
+        f"{os.cpu_count()} CPUs, CAMPAIGN_QUEUE_AHEAD {settings.CAMPAIGN_QUEUE_AHEAD} "
+        f"per chip over {len(chips)} chips",
         flush=True,
     )
     print(
         f"{'recipients':>10} | {'baseline':>8} | {'import':>7} {'SQL':>6} {'queries':>7} "
-        f"| {'enqueue':>7} {'SQL':>6} {'queries':>7}",
+        f"| {'enqueue':>7} {'SQL':>6} {'queries':>7} | {'top-up':>7} {'SQL':>6} {'queries':>7}",
         flush=True,
     )
+
+    def chips_sent_everything(campaign):
+        """Not timed: what the outbox does between two ticks, at once."""
+        Message.objects.filter(campaign=campaign, status=Message.Status.QUEUED).update(
+            status=Message.Status.SENT
+        )
+        campaign.recipients.filter(status=CampaignRecipient.Status.QUEUED).update(
+            status=CampaignRecipient.Status.SENT
+        )
+
+    def top_up(campaign):
+        chips_sent_everything(campaign)
+        return measured(lambda: campaign_top_up(campaign_id=campaign.pk))
+
     offset = 0
     for size in args.sizes:
         content = audience_csv(size, offset=offset)
@@ -120,16 +143,36 @@ def main() -> None:
         result, start_s, start_q, start_sql, start_log = measured(
             lambda c=campaign: campaign_start(campaign=c)
         )
-        assert result.queued == size, result
-        assert Message.objects.filter(campaign=campaign).count() == size
+        room = settings.CAMPAIGN_QUEUE_AHEAD * len(chips)
+        assert result.queued == min(size, room), result
+        assert result.queued + result.waiting == size, result
+        assert Message.objects.filter(campaign=campaign).count() == result.queued
+        queued, top_s, top_q, top_sql, top_log = top_up(campaign)
+        assert queued == min(size - result.queued, room), queued
         offset += size
         print(
             f"{size:>10,} | {baseline:>7.2f}s | {import_s:>6.2f}s {import_sql:>5.2f}s "
-            f"{import_q:>7} | {start_s:>6.2f}s {start_sql:>5.2f}s {start_q:>7}",
+            f"{import_q:>7} | {start_s:>6.2f}s {start_sql:>5.2f}s {start_q:>7} "
+            f"| {top_s:>6.2f}s {top_sql:>5.2f}s {top_q:>7}",
             flush=True,
         )
         slowest("import ", import_log)
         slowest("enqueue", start_log)
+        slowest("top-up ", top_log)
+        if args.full:
+            tops, done = [top_s], result.queued + queued
+            while done < size:
+                queued, top_s, *_ = top_up(campaign)
+                assert queued, "a top-up queued nothing with recipients pending"
+                tops.append(top_s)
+                done += queued
+            assert Message.objects.filter(campaign=campaign).count() == size
+            print(
+                f"{'':>10}   whole audience queued by the start and {len(tops)} top-ups: "
+                f"{start_s + sum(tops):.2f}s in all; top-ups {min(tops):.2f}s to "
+                f"{max(tops):.2f}s, median {sorted(tops)[len(tops) // 2]:.2f}s",
+                flush=True,
+            )
     print(
         f"# done {datetime.now(UTC):%H:%M} UTC, "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",

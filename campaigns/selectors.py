@@ -30,6 +30,9 @@ class CampaignProgress:
     total: int = 0
     pending: int = 0
     queued: int = 0
+    # Not sent yet, once started: the queued ones and the pending ones the
+    # scheduler's tick queues as the chips send (CAMPAIGN_QUEUE_AHEAD).
+    waiting: int = 0
     sent: int = 0  # the provider took it (delivered and read included)
     delivered: int = 0
     read: int = 0
@@ -104,6 +107,7 @@ def campaign_progress(campaign: Campaign, *, now: datetime | None = None) -> Cam
     ).count()
     progress.sends_per_hour = round(recent * (timedelta(hours=1) / RATE_WINDOW), 1)
     remaining = progress.pending + progress.queued
+    progress.waiting = remaining if campaign.started_at else progress.queued
     if campaign.status in (Campaign.Status.RUNNING, Campaign.Status.SCHEDULED) and remaining:
         progress.estimated_finish = campaign_estimated_finish(campaign, remaining, now=now)
     return progress

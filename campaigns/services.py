@@ -2,7 +2,10 @@
 
 The admin actions, the `campaign` command and the scheduler's task are thin
 doors to these functions. Turning an audience into queued outbound messages
-is done in bulk: a fixed number of queries whatever the audience size.
+is done in bulk: a fixed number of queries whatever the audience size. A
+running campaign keeps CAMPAIGN_QUEUE_AHEAD first messages queued per pool
+chip; the rest of its audience stays pending and the scheduler's tick queues
+more as the chips send (`campaign_top_up`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class ControlResult:
     action: str
     status: str
     queued: int = 0
+    waiting: int = 0  # pending recipients the tick queues as the chips send
     cancelled: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     dry_run: bool = False
@@ -112,10 +116,35 @@ def _skip_rules(campaign: Campaign, *, now: datetime) -> list[tuple[str, Q]]:
     ]
 
 
-def _pending(campaign: Campaign) -> QuerySet[CampaignRecipient]:
+def _pending(campaign: Campaign | OuterRef) -> QuerySet[CampaignRecipient]:
     return CampaignRecipient.objects.filter(
         campaign=campaign, status=CampaignRecipient.Status.PENDING
     )
+
+
+# Recipient ids are bigints: a bound past every one of them.
+_NO_BOUND = 2**63 - 1
+
+
+def _batch_bound(campaign: Campaign, *, room: int) -> int | None:
+    """The id of the last of the first `room` pending recipients (import order).
+
+    None when there is no room. A bound rather than a slice, so the skip
+    rules can update the batch and the staged SQL can join on it.
+    """
+    if room <= 0:
+        return None
+    last = _pending(campaign).order_by("pk").values_list("pk", flat=True)[room - 1 : room]
+    return last[0] if last else _NO_BOUND
+
+
+def _queue_room(campaign: Campaign, chips: list[Chip]) -> int:
+    """How many more first messages the pool should have queued (CAMPAIGN_QUEUE_AHEAD)."""
+    target = settings.CAMPAIGN_QUEUE_AHEAD * len(chips)
+    room = target - campaign.recipients.filter(status=CampaignRecipient.Status.QUEUED).count()
+    # Refilled once half is spent: a batch every hour or so at the chips'
+    # pace, rather than a few rows (and the batch's fixed cost) every minute.
+    return room if 2 * room >= target else 0
 
 
 def _count_skips(campaign: Campaign, *, now: datetime) -> dict[str, int]:
@@ -130,23 +159,24 @@ def _count_skips(campaign: Campaign, *, now: datetime) -> dict[str, int]:
     return counts
 
 
-def _apply_skips(campaign: Campaign, *, now: datetime) -> dict[str, int]:
+def _apply_skips(
+    campaign: Campaign, recipients: QuerySet[CampaignRecipient], *, now: datetime
+) -> dict[str, int]:
     counts: dict[str, int] = {}
     for reason, condition in _skip_rules(campaign, now=now):
-        count = (
-            _pending(campaign)
-            .filter(condition)
-            .update(status=CampaignRecipient.Status.SKIPPED, skip_reason=reason, updated_at=now)
+        count = recipients.filter(condition).update(
+            status=CampaignRecipient.Status.SKIPPED, skip_reason=reason, updated_at=now
         )
         if count:
             counts[reason] = count
     return counts
 
 
-def _assign_chips(campaign: Campaign, chips: list[Chip], *, now: datetime) -> None:
+def _assign_chips(
+    pending: QuerySet[CampaignRecipient], chips: list[Chip], *, now: datetime
+) -> None:
     """Sticky chip first (the pool chip that already talks to the lead), then by capacity."""
     usable = [chip.pk for chip in chips]
-    pending = _pending(campaign)
     pending.exclude(chip__in=usable).update(chip=None)
     pending.filter(chip__isnull=True).update(
         chip=Subquery(
@@ -165,19 +195,33 @@ def _assign_chips(campaign: Campaign, chips: list[Chip], *, now: datetime) -> No
         CampaignRecipient.objects.filter(pk__in=pks).update(chip_id=chip_id)
 
 
-def _enqueue_pending(campaign: Campaign, *, chips: list[Chip], now: datetime) -> tuple[int, dict]:
-    """Queue one first message per pending recipient. Returns (queued, skipped by reason)."""
-    if bulk.bulk_available():
-        # The skip rules' EXISTS and the joins below are planned on these rows.
+def _enqueue_pending(
+    campaign: Campaign, *, chips: list[Chip], now: datetime, skip_all: bool
+) -> tuple[int, dict]:
+    """Queue one first message per pending recipient, as many as the pool's room.
+
+    Returns (queued, skipped by reason). With `skip_all` (start and resume)
+    the skip rules run over every pending recipient, so the manager sees their
+    counts at once; they run again over each batch the tick queues later, so
+    a lead who opted out or was handed to a human meanwhile is skipped too.
+    """
+    if skip_all and bulk.bulk_available():
+        # The skip rules' EXISTS and the joins below are planned on these rows
+        # (a top-up's batch is planned on what the start's ANALYZE saw).
         bulk.analyze_if_grown(CampaignRecipient, rows=_pending(campaign).count())
-    skipped = _apply_skips(campaign, now=now)
+    skipped = _apply_skips(campaign, _pending(campaign), now=now) if skip_all else {}
+    bound = _batch_bound(campaign, room=_queue_room(campaign, chips))
+    if bound is None:
+        return 0, skipped
+    pending = _pending(campaign).filter(pk__lte=bound)
+    if not skip_all:
+        skipped = _apply_skips(campaign, pending, now=now)
     if bulk.bulk_available():
-        queued = _enqueue_staged(campaign, chips=chips, now=now)
+        queued = _enqueue_staged(campaign, bound, chips=chips, now=now)
         if queued:
             outbox_kick()
         return queued, skipped
-    _assign_chips(campaign, chips, now=now)
-    pending = _pending(campaign)
+    _assign_chips(pending, chips, now=now)
     pairs = list(pending.values_list("lead_id", "chip_id"))
     if not pairs:
         return 0, skipped
@@ -261,8 +305,8 @@ def _enqueue_pending(campaign: Campaign, *, chips: list[Chip], now: datetime) ->
     return queued, skipped
 
 
-def _enqueue_staged(campaign: Campaign, *, chips: list[Chip], now: datetime) -> int:
-    """PostgreSQL: the same as the ORM path below, in a fixed number of statements.
+def _enqueue_staged(campaign: Campaign, bound: int, *, chips: list[Chip], now: datetime) -> int:
+    """PostgreSQL: the same as the ORM path above, in a fixed number of statements.
 
     One read of the pending recipients with their lead and the lead's first
     pool chip; chips assigned in Python (kept, sticky, else spread by
@@ -286,14 +330,15 @@ def _enqueue_staged(campaign: Campaign, *, chips: list[Chip], now: datetime) -> 
             FROM {conversations} c
             WHERE c.chip_id = ANY(%s)
               AND c.lead_id IN (
-                  SELECT lead_id FROM {recipients} WHERE campaign_id = %s AND status = %s
+                  SELECT lead_id FROM {recipients}
+                  WHERE campaign_id = %s AND status = %s AND id <= %s
               )
             ORDER BY c.lead_id, c.created_at, c.id
         ) first_chip ON first_chip.lead_id = r.lead_id
-        WHERE r.campaign_id = %s AND r.status = %s
+        WHERE r.campaign_id = %s AND r.status = %s AND r.id <= %s
         ORDER BY r.id
         """,  # noqa: S608 - table names from the models' meta, values as parameters
-        [usable, campaign.pk, pending, campaign.pk, pending],
+        [usable, campaign.pk, pending, bound, campaign.pk, pending, bound],
     )
     if not rows:
         return 0
@@ -406,16 +451,49 @@ def _enqueue_staged(campaign: Campaign, *, chips: list[Chip], now: datetime) -> 
 
 
 def campaign_enqueue_added(*, campaign: Campaign, now: datetime | None = None) -> int:
-    """Leads added to a running campaign are queued at once; otherwise at start/resume."""
+    """Leads added to a running campaign are queued at once (as far as the pool's room
+    goes, the tick queues the rest); otherwise at start/resume."""
     now = now or timezone.now()
     with transaction.atomic():
         campaign = _lock(campaign)
-        if campaign.status != Campaign.Status.RUNNING:
-            return 0
-        chips = pool_usable_chips(campaign)
-        if not chips:
-            return 0
-        queued, _ = _enqueue_pending(campaign, chips=chips, now=now)
+        return _top_up(campaign, now=now)
+
+
+def campaign_top_up(*, campaign_id: int, now: datetime | None = None) -> int:
+    """Queue more of a running campaign's pending audience as its chips send.
+
+    Locked without waiting: a campaign being started, paused or cancelled is
+    left to that control, and the next tick comes back to it.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        campaign = (
+            Campaign.objects.select_for_update(skip_locked=True)
+            .filter(pk=campaign_id, status=Campaign.Status.RUNNING)
+            .first()
+        )
+        return _top_up(campaign, now=now) if campaign is not None else 0
+
+
+def campaigns_top_up(*, now: datetime | None = None) -> int:
+    """The scheduler's job: every running campaign with pending recipients; how many queued."""
+    now = now or timezone.now()
+    running = Campaign.objects.filter(
+        Exists(_pending(OuterRef("pk"))), status=Campaign.Status.RUNNING
+    )
+    return sum(
+        campaign_top_up(campaign_id=pk, now=now)
+        for pk in running.order_by("pk").values_list("pk", flat=True)
+    )
+
+
+def _top_up(campaign: Campaign, *, now: datetime) -> int:
+    if campaign.status != Campaign.Status.RUNNING:
+        return 0
+    chips = pool_usable_chips(campaign)
+    if not chips:
+        return 0
+    queued, _ = _enqueue_pending(campaign, chips=chips, now=now, skip_all=False)
     return queued
 
 
@@ -535,16 +613,33 @@ def _run(
         Message.objects.filter(
             campaign=campaign, status=Message.Status.QUEUED, next_attempt_at__gt=now
         ).update(next_attempt_at=now, updated_at=now)
-        queued, skipped = _enqueue_pending(campaign, chips=chips, now=now)
+        queued, skipped = _enqueue_pending(campaign, chips=chips, now=now, skip_all=True)
         result = ControlResult(
-            campaign, action, Campaign.Status.RUNNING, queued=queued, skipped=skipped
+            campaign,
+            action,
+            Campaign.Status.RUNNING,
+            queued=queued,
+            waiting=_pending(campaign).count(),
+            skipped=skipped,
         )
         transaction.on_commit(lambda: campaign_complete_if_done(campaign_id=campaign.pk))
-    skipped_total = sum(result.skipped.values())
-    result.message = gettext("%(queued)d message(s) queued; %(skipped)d lead(s) skipped.") % {
+    counts = {
         "queued": result.queued,
-        "skipped": skipped_total,
+        "waiting": result.waiting,
+        "skipped": sum(result.skipped.values()),
     }
+    if result.waiting:
+        result.message = (
+            gettext(
+                "%(queued)d message(s) queued now, %(waiting)d more as the chips send; "
+                "%(skipped)d lead(s) skipped."
+            )
+            % counts
+        )
+    else:
+        result.message = (
+            gettext("%(queued)d message(s) queued; %(skipped)d lead(s) skipped.") % counts
+        )
     return result
 
 

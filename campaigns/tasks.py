@@ -5,7 +5,7 @@ from django.utils import timezone
 from campaigns import services
 from campaigns.followups import agent_follow_ups_send_due, follow_ups_send_due
 from campaigns.models import Campaign
-from campaigns.services import campaign_complete_if_done, campaigns_start_due
+from campaigns.services import campaign_complete_if_done, campaigns_start_due, campaigns_top_up
 
 
 def campaign_start_due(campaign_id: int) -> str:
@@ -15,10 +15,11 @@ def campaign_start_due(campaign_id: int) -> str:
 
 
 def campaigns_tick() -> dict[str, int]:
-    """Every minute: start due campaigns, queue due follow-ups (campaigns' and agent
-    profiles'), complete finished ones."""
+    """Every minute: start due campaigns, queue more of running ones' audiences, queue
+    due follow-ups (campaigns' and agent profiles'), complete finished ones."""
     now = timezone.now()
     started = campaigns_start_due(now=now)
+    topped_up = campaigns_top_up(now=now)
     follow_ups = follow_ups_send_due(now=now)
     agent_follow_ups = agent_follow_ups_send_due(now=now)
     completed = sum(
@@ -29,6 +30,7 @@ def campaigns_tick() -> dict[str, int]:
     )
     return {
         "started": len(started),
+        "queued": topped_up,
         "follow_ups": follow_ups,
         "agent_follow_ups": agent_follow_ups,
         "completed": completed,
