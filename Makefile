@@ -81,7 +81,7 @@ reliability: install-dev
 bench: install-dev
 	$(PY) bench/intake.py
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/sdr_ops_bench_campaigns} \
-		$(PY) bench/campaign_enqueue.py --sizes 1000 100000
+		$(PY) bench/campaign_enqueue.py --sizes 1000 100000 --full
 	$(PY) bench/reply_latency.py --brokers redis orm --flood --json reply-latency.json
 
 clean:
