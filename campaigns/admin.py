@@ -154,6 +154,21 @@ class CampaignAdmin(admin.ModelAdmin):
         ),
     ]
 
+    # The change page's live panel shows these and keeps them current.
+    LIVE_FIELDS = ("status", "paused_reason")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Campaign | None = None) -> list:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return [
+            (
+                name,
+                {**options, "fields": [f for f in options["fields"] if f not in self.LIVE_FIELDS]},
+            )
+            for name, options in fieldsets
+        ]
+
     def save_model(self, request: HttpRequest, obj: Campaign, form, change: bool) -> None:
         if not change and obj.created_by_id is None:
             obj.created_by = request.user
@@ -380,14 +395,22 @@ class CampaignAdmin(admin.ModelAdmin):
         campaign = Campaign.objects.filter(pk=object_id).first() if object_id.isdigit() else None
         extra_context = extra_context or {}
         if campaign is not None:
-            allowed = CONTROLS_BY_STATUS.get(campaign.status, ())
+            # Every control the user may use, shown in the states it applies
+            # to: progress.js shows and hides them as the status changes (an
+            # automatic pause, the completion) without a reload.
             extra_context["campaign_controls"] = [
                 {
                     "action": action,
                     "label": CONTROL_LABELS[action],
                     "url": reverse(f"admin:campaigns_campaign_{action}", args=[campaign.pk]),
+                    "when": " ".join(
+                        status
+                        for status, actions in CONTROLS_BY_STATUS.items()
+                        if action in actions
+                    ),
+                    "shown": action in CONTROLS_BY_STATUS.get(campaign.status, ()),
                 }
-                for action in allowed
+                for action in CONTROL_LABELS
                 if request.user.has_perm(CONTROL_PERMISSIONS[action])
             ]
             extra_context["progress"] = campaign_progress(campaign)

@@ -133,6 +133,9 @@ def test_manager_imports_previews_starts_watches_pauses_and_resumes(
             " === 'Concluída'",
             timeout=30_000,
         )
+        # The controls follow the status without a reload: nothing left to pause.
+        page.wait_for_selector("button.campaign-pause", state="hidden", timeout=10_000)
+        assert page.locator("button.campaign-cancel").is_hidden()
         page.screenshot(path=str(SHOTS / "6-done.png"), full_page=True)
 
     campaign.refresh_from_db()

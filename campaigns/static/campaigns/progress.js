@@ -33,6 +33,9 @@
       });
       var bar = document.getElementById("campaign-progress-bar");
       if (bar) { bar.value = data.percent_done; }
+      root.querySelectorAll(".campaign-control[data-when]").forEach(function (form) {
+        form.hidden = form.dataset.when.split(" ").indexOf(data.status) < 0;
+      });
     });
   }
 
