@@ -596,9 +596,16 @@ def _run(
     """Put a locked campaign in `running` and queue its pending recipients."""
     if dry_run:
         skipped = _count_skips(campaign, now=now)
-        queued = _pending(campaign).count() - sum(skipped.values())
+        eligible = _pending(campaign).count() - sum(skipped.values())
+        queued = min(eligible, max(0, _queue_room(campaign, chips)))
         result = ControlResult(
-            campaign, action, Campaign.Status.RUNNING, queued=queued, skipped=skipped, dry_run=True
+            campaign,
+            action,
+            Campaign.Status.RUNNING,
+            queued=queued,
+            waiting=eligible - queued,
+            skipped=skipped,
+            dry_run=True,
         )
     else:
         campaign.status = Campaign.Status.RUNNING

@@ -37,8 +37,10 @@ def test_a_big_audience_is_queued_as_the_chips_send_and_every_lead_gets_one_mess
     campaign = make_campaign(chips, n=9)
     campaign.recipients.create(lead=late_opt_out)
 
+    dry = services.campaign_start(campaign=campaign, dry_run=True)
     result = services.campaign_start(campaign=campaign)
 
+    assert (dry.queued, dry.waiting, dry.skipped) == (4, 5, {"opted_out": 1})
     # Two per chip now; the skip rules ran over the whole audience.
     assert (result.queued, result.waiting) == (4, 5)
     assert result.skipped == {"opted_out": 1}
