@@ -140,7 +140,8 @@ def _batch_bound(campaign: Campaign, *, room: int) -> int | None:
 
 def _queue_room(campaign: Campaign, chips: list[Chip]) -> int:
     """How many more first messages the pool should have queued (CAMPAIGN_QUEUE_AHEAD)."""
-    target = settings.CAMPAIGN_QUEUE_AHEAD * len(chips)
+    # At least one per chip: 0 would never queue anything.
+    target = max(1, settings.CAMPAIGN_QUEUE_AHEAD) * len(chips)
     room = target - campaign.recipients.filter(status=CampaignRecipient.Status.QUEUED).count()
     # Refilled once half is spent: a batch every hour or so at the chips'
     # pace, rather than a few rows (and the batch's fixed cost) every minute.
