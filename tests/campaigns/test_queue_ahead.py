@@ -124,3 +124,12 @@ def test_pause_stops_the_queueing_and_cancel_counts_the_waiting_audience(
     assert statuses(campaign) == {"sent": 1, "cancelled": 3}
     assert send_and_tick(fake_provider, django_capture_on_commit_callbacks)["queued"] == 0
     assert fake_provider.count() == 1
+
+
+def test_a_queue_ahead_of_zero_still_queues_one_per_chip(provider_chip, make_campaign, settings):
+    settings.CAMPAIGN_QUEUE_AHEAD = 0
+    campaign = make_campaign([provider_chip(), provider_chip()], n=5)
+
+    result = services.campaign_start(campaign=campaign)
+
+    assert (result.queued, result.waiting) == (2, 3)
