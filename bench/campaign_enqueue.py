@@ -12,7 +12,7 @@ same process, with a baseline taken in the same run: a bare bulk insert of
 the same number of leads (the floor any import pays).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/sdr_ops_bench_campaigns \\
-        .venv/bin/python bench/campaign_enqueue.py --sizes 1000 100000
+        .venv/bin/python bench/campaign_enqueue.py --sizes 1000 100000 --full
 
 The database is dropped and re-created: never point it at real data.
 """
