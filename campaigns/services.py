@@ -598,7 +598,7 @@ def _run(
     if dry_run:
         skipped = _count_skips(campaign, now=now)
         eligible = _pending(campaign).count() - sum(skipped.values())
-        queued = min(eligible, max(0, _queue_room(campaign, chips)))
+        queued = min(eligible, _queue_room(campaign, chips))
         result = ControlResult(
             campaign,
             action,
