@@ -5,11 +5,22 @@ duplicate through the unique (chip, dedupe_key) constraint without a prior
 SELECT or a savepoint: a concurrent insert of the same key waits for the
 other transaction and then returns nothing. PostgreSQL and SQLite (3.35+)
 both speak it.
+
+On PostgreSQL with the ORM broker, the event's processing task can ride in
+the same statement (`webhook_event_insert(event, task=…)`): a data-modifying
+CTE writes the django-q2 task row only when the event row was written. One
+statement in autocommit is one round trip and one commit, and there is never
+an event without its task or a task without its event.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from django.db import connection
+from django.utils import timezone
+from django_q.models import OrmQ
 
 from channels.models import WebhookEvent
 from channels.redaction import webhook_event_redact
@@ -20,11 +31,27 @@ _FIELDS = [
     if not field.primary_key and not field.generated
 ]
 
+_TASK_COLUMNS = [OrmQ._meta.get_field(name).column for name in ("key", "payload", "lock")]
 
-def webhook_event_insert(event: WebhookEvent) -> bool:
+
+def _task_columns(quote: Callable[[str], str]) -> str:
+    return ", ".join(quote(column) for column in _TASK_COLUMNS)
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    """A django-q2 task row for the ORM broker: its cluster's key and signed package."""
+
+    key: str
+    package: str
+
+
+def webhook_event_insert(event: WebhookEvent, task: QueuedTask | None = None) -> bool:
     """Insert the unsaved `event` and set its pk; False when its dedupe key is already stored.
 
-    Like `WebhookEvent.save`, strips credentials from what is stored first.
+    With `task` (PostgreSQL only), its row is written in the same statement,
+    and only if the event was new. Like `WebhookEvent.save`, strips
+    credentials from what is stored first.
     """
     webhook_event_redact(event)
     quote = connection.ops.quote_name
@@ -34,12 +61,20 @@ def webhook_event_insert(event: WebhookEvent) -> bool:
     params = [
         field.get_db_prep_save(field.pre_save(event, add=True), connection) for field in _FIELDS
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608
-            f"ON CONFLICT DO NOTHING RETURNING {quote('id')}",
-            params,
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608
+        f"ON CONFLICT DO NOTHING RETURNING {quote('id')}"
+    )
+    if task is not None:
+        sql = (
+            f"WITH event AS ({sql}), "  # noqa: S608
+            f"task AS (INSERT INTO {quote(OrmQ._meta.db_table)} ({_task_columns(quote)}) "
+            f"SELECT %s, %s, %s FROM event) "
+            f"SELECT {quote('id')} FROM event"
         )
+        params += [task.key, task.package, timezone.now()]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return False

@@ -19,22 +19,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from channels.chip_cache import chip_for_webhook
-from channels.event_store import webhook_event_insert
+from channels.event_store import QueuedTask, webhook_event_insert
 from channels.intake_limits import intake_admit
 from channels.models import Chip, Provider, WebhookEvent
 from channels.providers.base import PayloadError, ProviderAdapter, get_adapter
 from conversations.ingest import event_ingest
+from core.brokers import fast_cluster
 from core.db import db_error_is_transient, db_retry_transient
 from core.metrics import counter_inc
+from core.task_packages import task_package, task_packages_direct, task_push
 
 logger = logging.getLogger(__name__)
 
 PROCESS_TASK = "channels.tasks.process_webhook_event"
+PROCESS_DELIVERY_TASK = "channels.tasks.process_webhook_delivery"
 SWEEP_BATCH = 500
 
 # Header values we never keep: they are credentials.
@@ -254,12 +257,27 @@ def webhook_receive(
 def _event_store(event: WebhookEvent) -> bool:
     """Store a new delivery and queue its processing in one commit; False for a duplicate.
 
-    With the ORM broker the task row joins the event's transaction (one commit
-    for both, and no task without its event or event without its task). Other
-    brokers are not the database: the task is pushed after the commit, and if
-    that push is lost the sweep finds the event still `received`.
+    With the ORM broker the task row is written with the event: on PostgreSQL
+    in the same statement (one round trip), elsewhere in the same transaction;
+    never an event without its task or a task without its event. Other brokers
+    are not the database: the task is pushed after the commit, and if that
+    push is lost the sweep finds the event still `received`.
     """
     if _enqueue_joins_transaction():
+        if event.dedupe_key and connection.vendor == "postgresql":
+            # The event's id is not known before the statement runs, so the task
+            # names the delivery by its (chip, dedupe key), unique once stored.
+            cluster = fast_cluster()
+            package = task_package(
+                PROCESS_DELIVERY_TASK,
+                event.chip_id,
+                event.dedupe_key,
+                cluster=cluster,
+                name=f"webhook {event.chip_id} {event.dedupe_key}",
+                group="webhooks",
+                save=False,
+            )
+            return webhook_event_insert(event, task=QueuedTask(key=cluster, package=package))
         with transaction.atomic():
             created = webhook_event_insert(event)
             if created:
@@ -383,11 +401,21 @@ def _storable(value: Any, max_depth: int = 8, _depth: int = 0) -> Any:
 
 def webhook_event_enqueue(*, event_id: int) -> None:
     """Queue the processing of one stored event (the sweep retries if this is lost)."""
-    from django_q.tasks import async_task
+    cluster = fast_cluster()
+    if not task_packages_direct():
+        from django_q.tasks import async_task
 
-    from core.brokers import fast_cluster
-
-    async_task(PROCESS_TASK, event_id, group="webhooks", cluster=fast_cluster(), save=False)
+        async_task(PROCESS_TASK, event_id, group="webhooks", cluster=cluster, save=False)
+        return
+    package = task_package(
+        PROCESS_TASK,
+        event_id,
+        cluster=cluster,
+        name=f"webhook event {event_id}",
+        group="webhooks",
+        save=False,
+    )
+    task_push(package, cluster)
 
 
 # --- Processing ---------------------------------------------------------------------------
@@ -416,6 +444,22 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> str:
         logger.warning("webhook event %s left for the sweep: %s", event_id, type(exc).__name__)
         return WebhookEvent.Status.RECEIVED
     return status
+
+
+def webhook_delivery_process(*, chip_id: int, dedupe_key: str) -> str:
+    """`webhook_event_process` for the event a chip stored under `dedupe_key`.
+
+    What intake queues on PostgreSQL with the ORM broker, where the task is
+    written in the event's own statement, before its id is known.
+    """
+    event_id = (
+        WebhookEvent.objects.filter(chip_id=chip_id, dedupe_key=dedupe_key)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if event_id is None:
+        return "missing"
+    return webhook_event_process(event_id=event_id)
 
 
 def _claim(event_id: int) -> None:
