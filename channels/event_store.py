@@ -24,6 +24,7 @@ from django_q.models import OrmQ
 
 from channels.models import WebhookEvent
 from channels.redaction import webhook_event_redact
+from core.db import db_cursor_binding_params
 
 _FIELDS = [
     field
@@ -73,7 +74,7 @@ def webhook_event_insert(event: WebhookEvent, task: QueuedTask | None = None) ->
             f"SELECT {quote('id')} FROM event"
         )
         params += [task.key, task.package, timezone.now()]
-    with connection.cursor() as cursor:
+    with db_cursor_binding_params() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
@@ -83,3 +84,29 @@ def db_run_reusing_connection(work: Callable[[], T], *, alias: str = DEFAULT_DB_
     if conn.connection is raw:
         conn.close()
     return work()
+
+
+@contextmanager
+def db_cursor_binding_params(alias: str = DEFAULT_DB_ALIAS) -> Iterator[Any]:
+    """A Django cursor whose parameters PostgreSQL binds, for the hottest statements.
+
+    Django's psycopg cursors bind client-side: every parameter is quoted into
+    the SQL text in Python (a webhook's whole JSON body, escaped character by
+    character). A binding cursor sends the values beside the statement: about
+    0.1 ms less CPU per webhook INSERT here. Not the default for every query
+    because some SQL Django writes needs client-side binding. Still a Django
+    cursor: the query log, execute wrappers and error translation apply.
+    """
+    conn = connections[alias]
+    if conn.vendor != "postgresql":
+        with conn.cursor() as cursor:
+            yield cursor
+        return
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    conn.close_if_health_check_failed()
+    conn.ensure_connection()
+    with conn.wrap_database_errors:
+        raw = ServerBindingCursor(conn.connection)
+    with conn._prepare_cursor(raw) as cursor:
+        yield cursor
