@@ -452,11 +452,20 @@ def webhook_delivery_process(*, chip_id: int, dedupe_key: str) -> str:
     What intake queues on PostgreSQL with the ORM broker, where the task is
     written in the event's own statement, before its id is known.
     """
-    event_id = (
-        WebhookEvent.objects.filter(chip_id=chip_id, dedupe_key=dedupe_key)
-        .values_list("pk", flat=True)
-        .first()
-    )
+    try:
+        # Retried through a database outage like the processing itself.
+        event_id = db_retry_transient(
+            lambda: (
+                WebhookEvent.objects.filter(chip_id=chip_id, dedupe_key=dedupe_key)
+                .values_list("pk", flat=True)
+                .first()
+            )
+        )
+    except Exception as exc:
+        if not db_error_is_transient(exc):
+            raise
+        logger.warning("webhook delivery %r left for the sweep: %s", dedupe_key, type(exc).__name__)
+        return WebhookEvent.Status.RECEIVED
     if event_id is None:
         return "missing"
     return webhook_event_process(event_id=event_id)
