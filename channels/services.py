@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -432,18 +432,29 @@ def webhook_event_process(*, event_id: int, force: bool = False) -> str:
     chip, a lock timeout, a lost connection) is retried; if it persists the
     event stays `received`, for the sweep, instead of failing a lead's message.
     """
-    try:
+
+    def claim_and_process() -> str:
         if not force:
             # Committed at once, apart from the processing: the sweep tells a
             # task that was taken up and died from one still waiting in line.
             _claim(event_id)
-        status = db_retry_transient(lambda: _process_once(event_id=event_id, force=force))
+        return db_retry_transient(lambda: _process_once(event_id=event_id, force=force))
+
+    return _or_left_for_sweep(claim_and_process, f"webhook event {event_id}")
+
+
+def _or_left_for_sweep(work: Callable[[], str], what: str) -> str:
+    """`work()`, or `received` when a transient database error outlasted its retries.
+
+    The event then waits for the sweep instead of failing a lead's message.
+    """
+    try:
+        return work()
     except Exception as exc:
         if not db_error_is_transient(exc):
             raise
-        logger.warning("webhook event %s left for the sweep: %s", event_id, type(exc).__name__)
+        logger.warning("%s left for the sweep: %s", what, type(exc).__name__)
         return WebhookEvent.Status.RECEIVED
-    return status
 
 
 def webhook_delivery_process(*, chip_id: int, dedupe_key: str) -> str:
@@ -452,8 +463,8 @@ def webhook_delivery_process(*, chip_id: int, dedupe_key: str) -> str:
     What intake queues on PostgreSQL with the ORM broker, where the task is
     written in the event's own statement, before its id is known.
     """
-    try:
-        # Retried through a database outage like the processing itself.
+
+    def find_and_process() -> str:
         event_id = db_retry_transient(
             lambda: (
                 WebhookEvent.objects.filter(chip_id=chip_id, dedupe_key=dedupe_key)
@@ -461,14 +472,12 @@ def webhook_delivery_process(*, chip_id: int, dedupe_key: str) -> str:
                 .first()
             )
         )
-    except Exception as exc:
-        if not db_error_is_transient(exc):
-            raise
-        logger.warning("webhook delivery %r left for the sweep: %s", dedupe_key, type(exc).__name__)
-        return WebhookEvent.Status.RECEIVED
-    if event_id is None:
-        return "missing"
-    return webhook_event_process(event_id=event_id)
+        if event_id is None:
+            return "missing"
+        return webhook_event_process(event_id=event_id)
+
+    # The lookup rides out a database outage like the processing itself.
+    return _or_left_for_sweep(find_and_process, f"webhook delivery {dedupe_key!r}")
 
 
 def _claim(event_id: int) -> None:
