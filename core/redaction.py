@@ -74,6 +74,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 MIN_KNOWN_SECRET_LENGTH = 8
 
 
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def is_secret_name(name: str) -> bool:
     return name.lower().replace("-", "_").replace(".", "_") in SECRET_NAMES
 
@@ -121,17 +124,23 @@ def mapping_redact(value: Any) -> Any:
     Nested objects and lists are walked; a secret-named key with an empty or
     null value keeps it (nothing to hide, and the shape stays readable).
     """
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {
             key: (
                 REDACTED
                 if isinstance(key, str) and is_secret_name(key) and item not in (None, "")
+                # Scalars are most of a body: no call for them (every webhook is walked).
+                else item
+                if type(item) in _JSON_SCALARS
                 else mapping_redact(item)
             )
             for key, item in value.items()
         }
-    if isinstance(value, list):
-        return [mapping_redact(item) for item in value]
+    if kind is list or isinstance(value, list):
+        return [item if type(item) in _JSON_SCALARS else mapping_redact(item) for item in value]
     return value
 
 
