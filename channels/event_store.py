@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connection
+from django.db.models import Field
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -31,6 +32,27 @@ _FIELDS = [
     for field in WebhookEvent._meta.concrete_fields
     if not field.primary_key and not field.generated
 ]
+
+# Text and integer columns take a value of their own Python type unchanged, and
+# every column takes None as NULL: those skip Django's per-field preparation
+# (a fifth of intake's CPU went to it). The rest (JSON, datetimes) go through it.
+_TEXT_TYPES = frozenset({"CharField", "TextField"})
+_INTEGER_TYPES = frozenset(
+    {"IntegerField", "PositiveIntegerField", "BigIntegerField", "BigAutoField", "AutoField"}
+)
+
+
+def _plain_type(field: Field) -> type | None:
+    stored = field.target_field if field.is_relation else field
+    kind = stored.get_internal_type()
+    if kind in _TEXT_TYPES:
+        return str
+    if kind in _INTEGER_TYPES:
+        return int
+    return None
+
+
+_PLAIN_TYPES = [_plain_type(field) for field in _FIELDS]
 
 _TASK_COLUMNS = [OrmQ._meta.get_field(name).column for name in ("key", "payload", "lock")]
 
@@ -59,9 +81,12 @@ def webhook_event_insert(event: WebhookEvent, task: QueuedTask | None = None) ->
     table = quote(WebhookEvent._meta.db_table)
     columns = ", ".join(quote(field.column) for field in _FIELDS)
     placeholders = ", ".join(["%s"] * len(_FIELDS))
-    params = [
-        field.get_db_prep_save(field.pre_save(event, add=True), connection) for field in _FIELDS
-    ]
+    params = []
+    for field, plain_type in zip(_FIELDS, _PLAIN_TYPES, strict=True):
+        value = field.pre_save(event, add=True)
+        if value is not None and type(value) is not plain_type:
+            value = field.get_db_prep_save(value, connection)
+        params.append(value)
     sql = (
         f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608
         f"ON CONFLICT DO NOTHING RETURNING {quote('id')}"
