@@ -25,10 +25,10 @@ from django.utils import timezone
 
 from channels.chip_cache import chip_for_webhook
 from channels.event_store import QueuedTask, webhook_event_insert
+from channels.ingest_handler import event_apply
 from channels.intake_limits import intake_admit
 from channels.models import Chip, Provider, WebhookEvent
 from channels.providers.base import PayloadError, ProviderAdapter, get_adapter
-from conversations.ingest import event_ingest
 from core.brokers import fast_cluster
 from core.db import db_error_is_transient, db_retry_transient
 from core.metrics import counter_inc
@@ -537,7 +537,7 @@ def _never_parsed(event: WebhookEvent) -> bool:
 def _normalize_and_ingest(event: WebhookEvent) -> tuple[str, str]:
     adapter = get_adapter(event.provider)
     results = [
-        event_ingest(chip=event.chip, event=normalized, webhook_event=event)
+        event_apply(chip=event.chip, event=normalized, webhook_event=event)
         for normalized in adapter.parse_inbound(event.payload, event.headers or {})
     ]
     notes = "; ".join(result.detail for result in results if result.detail)
