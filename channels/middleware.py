@@ -3,15 +3,17 @@
 A provider's POST carries no session, cookie, CSRF token or login, and is
 never a static file: sessions, CSRF, authentication, messages, django-axes
 and WhiteNoise only cost it time, on the hottest path of the product.
-`WebhookMiddleware` sits in MIDDLEWARE right after the middleware every
-request needs (django-prometheus' first half and SecurityMiddleware's HTTPS
-redirect and headers); for the webhook URL it calls the view through
-WEBHOOK_MIDDLEWARE instead of the rest of MIDDLEWARE. Every other path,
-the Chatwoot webhook included, goes on through the full stack.
+`WebhookMiddleware` is first in MIDDLEWARE; for the webhook URL it calls the
+view through WEBHOOK_MIDDLEWARE (the HTTPS redirect and security headers,
+the host check and Content-Length, the frame header) instead of MIDDLEWARE,
+and records django-prometheus' request series itself, in one call instead of
+its two middlewares' six hooks. Every other path, the Chatwoot webhook
+included, goes on through the full stack.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -21,6 +23,7 @@ from django.urls import Resolver404, get_resolver
 from django.utils.module_loading import import_string
 
 from channels.webhooks import webhook
+from core.http_metrics import ViewRequestMetrics
 
 PREFIX = "/webhooks/"
 
@@ -38,8 +41,10 @@ class WebhookMiddleware:
                 self._view_middleware.insert(0, middleware.process_view)
             handler = convert_exception_to_response(middleware)
         self._handler = handler
+        self._metrics = ViewRequestMetrics()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
         if not request.path_info.startswith(PREFIX):
             return self.get_response(request)
         resolver = get_resolver(getattr(request, "urlconf", None))
@@ -50,7 +55,9 @@ class WebhookMiddleware:
         if match.func is not webhook:
             return self.get_response(request)
         request.resolver_match = match
-        return self._handler(request)
+        response = self._handler(request)
+        self._metrics.record(request, response, match.view_name, started)
+        return response
 
     def _view_call(self, request: HttpRequest) -> HttpResponse:
         match = request.resolver_match

@@ -49,10 +49,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "django.middleware.security.SecurityMiddleware",
     # The provider webhooks leave here, through WEBHOOK_MIDDLEWARE (channels/middleware.py).
     "channels.middleware.WebhookMiddleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -65,12 +65,13 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
-# What a provider webhook goes through after WebhookMiddleware instead of the
-# rest of MIDDLEWARE: Content-Length, the frame header, the per-view metrics.
+# What a provider webhook goes through instead of MIDDLEWARE: the HTTPS
+# redirect and security headers, the host check and Content-Length, the frame
+# header. WebhookMiddleware records django-prometheus' series itself.
 WEBHOOK_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "core.http_metrics.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -129,3 +129,45 @@ def test_a_connection_the_database_dropped_between_deliveries_costs_no_delivery(
     assert WebhookEvent.objects.filter(pk=response.json()["event_id"]).exists()
     # The event and its task, once each (the ORM broker writes both in one commit).
     assert OrmQ.objects.count() == 2
+
+
+def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+# What django-prometheus' two middlewares record for one request, by series.
+_REQUEST_SERIES = [
+    ("django_http_requests_before_middlewares_total", {}),
+    ("django_http_responses_before_middlewares_total", {}),
+    ("django_http_requests_latency_including_middlewares_seconds_count", {}),
+    ("django_http_requests_total_by_method_total", {"method": "POST"}),
+    ("django_http_requests_total_by_transport_total", {"transport": "http"}),
+    ("django_http_requests_body_total_bytes_count", {}),
+    (
+        "django_http_requests_total_by_view_transport_method_total",
+        {"view": "webhook", "transport": "http", "method": "POST"},
+    ),
+    ("django_http_responses_total_by_status_total", {"status": "200"}),
+    ("django_http_responses_total_by_charset_total", {"charset": "utf-8"}),
+    ("django_http_responses_body_total_bytes_count", {}),
+    (
+        "django_http_requests_latency_seconds_by_view_method_count",
+        {"view": "webhook", "method": "POST"},
+    ),
+]
+
+
+def test_a_webhook_is_counted_in_every_request_series_the_prometheus_middlewares_keep(
+    make_chip, client
+):
+    chip = make_chip("zapi")
+    before = {name: _sample(name, labels) for name, labels in _REQUEST_SERIES}
+    body_bytes = _sample("django_http_requests_body_total_bytes_sum")
+    body = load_fixture("zapi", "received__text")
+    response = post_webhook(client, chip, body)
+    assert response.status_code == 200
+    after = {name: _sample(name, labels) for name, labels in _REQUEST_SERIES}
+    assert {name: after[name] - before[name] for name in after} == {
+        name: 1.0 for name in after
+    }
+    assert _sample("django_http_requests_body_total_bytes_sum") - body_bytes == len(body)
