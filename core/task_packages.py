@@ -17,13 +17,15 @@ signals.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
+from django.core import signing
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
-from django_q.signing import SignedPackage
+from django_q.signing import PickleSerializer
 
 
 def task_package(
@@ -51,7 +53,14 @@ def task_package(
         task["ack_failure"] = Conf.ACK_FAILURES
     task["kwargs"] = {}
     task["started"] = timezone.now()
-    return SignedPackage.dumps(task)
+    # SignedPackage.dumps builds a new signer (and reads settings) for every call.
+    return _signer().sign_object(task, serializer=PickleSerializer, compress=Conf.COMPRESSED)
+
+
+@functools.cache
+def _signer() -> signing.TimestampSigner:
+    """The signer SignedPackage.dumps uses: django-q2's key and prefix as salt."""
+    return signing.TimestampSigner(key=Conf.SECRET_KEY, salt=Conf.PREFIX)
 
 
 def task_push(package: str, cluster: str) -> None:
