@@ -170,8 +170,20 @@ _SUM_KEY = json.dumps({"sum": "ms"})
 def counter_inc(name: str, labels: Mapping[str, str], amount: int = 1) -> None:
     """Add `amount` to a counter (buffered in this process; see the module's docstring)."""
     _, label_names = COUNTERS[name]
-    key = json.dumps({label: str(labels[label]) for label in label_names}, sort_keys=True)
+    values = (name, *(str(labels[label]) for label in label_names))
+    key = _series_keys.get(values)
+    if key is None:
+        key = json.dumps(dict(zip(label_names, values[1:], strict=True)), sort_keys=True)
+        if len(_series_keys) >= _SERIES_KEYS_MAX:
+            _series_keys.clear()
+        _series_keys[values] = key
     _buffer.add(name, key, amount)
+
+
+# Each series' stored label key, built once: counter_inc runs on every webhook.
+# Labels are bounded by design; the cap only guards against a bug that is not.
+_SERIES_KEYS_MAX = 10_000
+_series_keys: dict[tuple[str, ...], str] = {}
 
 
 class _Buffer:
