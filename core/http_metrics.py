@@ -44,7 +44,10 @@ class ViewRequestMetrics:
     The provider webhooks skip most of MIDDLEWARE (channels/middleware.py),
     the two Prometheus middlewares included: their hooks were about a
     twelfth of a delivery's CPU. This records the same series with the
-    same labels in one call, its children looked up once per process. A
+    same labels in one call, its children looked up once per process. One
+    difference: the latency series is labelled with "<invalid method>" for
+    a method django-prometheus does not know, as its other series are, not
+    with whatever a stranger sent (one new series per made-up method). A
     view served this way must not raise: the exception series are not
     recorded here.
     """
@@ -86,4 +89,4 @@ class ViewRequestMetrics:
             m.responses_streaming.inc()
         else:
             m.responses_body_bytes.observe(len(response.content))
-        self._child(m.requests_latency_by_view_method, view_name, request.method).observe(elapsed)
+        self._child(m.requests_latency_by_view_method, view_name, method).observe(elapsed)

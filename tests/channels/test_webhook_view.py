@@ -167,7 +167,16 @@ def test_a_webhook_is_counted_in_every_request_series_the_prometheus_middlewares
     response = post_webhook(client, chip, body)
     assert response.status_code == 200
     after = {name: _sample(name, labels) for name, labels in _REQUEST_SERIES}
-    assert {name: after[name] - before[name] for name in after} == {
-        name: 1.0 for name in after
-    }
+    assert {name: after[name] - before[name] for name in after} == dict.fromkeys(after, 1.0)
     assert _sample("django_http_requests_body_total_bytes_sum") - body_bytes == len(body)
+
+
+def test_a_made_up_method_adds_no_series_of_its_own(make_chip, client):
+    chip = make_chip("zapi")
+    latency = "django_http_requests_latency_seconds_by_view_method_count"
+    invalid = {"view": "webhook", "method": "<invalid method>"}
+    before = _sample(latency, invalid)
+    response = client.generic("MADEUP", webhook_url(chip))
+    assert response.status_code == 405
+    assert _sample(latency, invalid) == before + 1
+    assert _sample(latency, {"view": "webhook", "method": "MADEUP"}) == 0
