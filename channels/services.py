@@ -245,7 +245,8 @@ def webhook_receive(
     _count(provider, event.event_type, outcome)
     # DEBUG, like django-q's per-task lines (core/logging.py): every delivery is
     # a row in the admin and a count in webhook_events_total, and a line for
-    # each at INFO cost a tenth of intake's CPU and buried what needs reading.
+    # each at INFO cost about 6 % of a delivery's instructions and buried what
+    # needs reading.
     logger.debug(
         "webhook received provider=%s chip=%s event=%s id=%s outcome=%s",
         provider,
