@@ -10,6 +10,7 @@ import redis
 import time_machine
 from prometheus_client import REGISTRY
 
+from channels import intake_limits
 from channels.intake_limits import intake_limits_reset
 from channels.models import WebhookEvent
 from tests.channels.webhooks import chip_for, post_webhook
@@ -101,6 +102,63 @@ def test_redis_counters_expire_with_their_window(client, settings):
     assert len(keys) == 2
     assert all(0 < connection.ttl(key) <= 7200 for key in keys)
     intake_limits_reset()
+
+
+def _shared_count(connection: redis.Redis, chip_id: int, window: int) -> int:
+    return int(connection.get(f"sdr:intake:n:{chip_id}:{window}") or 0)
+
+
+@pytest.fixture
+def redis_counters():
+    """Two web processes' counters on one Redis (each process has its own instance)."""
+    connection = redis.Redis.from_url(REDIS_TEST_URL)
+    for key in connection.scan_iter("sdr:intake:*"):
+        connection.delete(key)
+    yield [intake_limits._RedisCounters(REDIS_TEST_URL) for _ in range(2)], connection
+    for key in connection.scan_iter("sdr:intake:*"):
+        connection.delete(key)
+
+
+def test_far_from_its_limits_a_process_sends_its_counts_in_batches(redis_counters):
+    [counters, _], connection = redis_counters
+    limits, now = (3000, 10**9), 1_000_000.0
+    for number in range(100):
+        assert counters.add(7, 1, 1, 100, limits=limits, now=now) == (
+            number + 1,
+            100 * (number + 1),
+        )
+    # The first delivery went to Redis; the next 99 are counted here for now.
+    assert _shared_count(connection, 7, 1) == 1
+    # A second later the next delivery sends them all.
+    assert counters.add(7, 1, 1, 100, limits=limits, now=now + intake_limits.SYNC_SECONDS) == (
+        101,
+        10_100,
+    )
+    assert _shared_count(connection, 7, 1) == 101
+
+
+def test_near_a_limit_every_delivery_is_counted_in_redis(redis_counters):
+    """Two processes share a limit of 1000: it holds to within what one has not sent."""
+    processes, connection = redis_counters
+    limit, now = 1000, 1_000_000.0
+    accepted = 0
+    for number in range(1500):
+        counts = processes[number % 2].add(9, 1, 1, 10, limits=(limit, 0), now=now)
+        assert counts is not None
+        accepted += counts[0] <= limit
+    assert accepted >= limit
+    assert accepted <= limit + limit * intake_limits.UNSENT_SHARE
+    # Past half the limit each delivery was sent at once: nothing is left unsent.
+    assert _shared_count(connection, 9, 1) == 1500
+
+
+def test_a_new_minute_starts_its_count_and_keeps_the_hours_bytes(redis_counters):
+    [counters, _], connection = redis_counters
+    limits, now = (3000, 10**9), 1_000_000.0
+    for _ in range(10):
+        counters.add(5, 1, 1, 100, limits=limits, now=now)
+    assert counters.add(5, 2, 1, 100, limits=limits, now=now + 0.1) == (1, 1_100)
+    assert int(connection.get("sdr:intake:b:5:1")) == 1_100
 
 
 def test_limits_are_off_at_zero(client, settings, backend):
