@@ -112,7 +112,7 @@ def sandbox_lead_writes(
         intake = webhook_receive(
             provider=chip.provider, chip_key=chip.webhook_key, headers=headers, body=body
         )
-    return SandboxSent(event_id=intake.event.pk, conversation_id=conversation.pk)
+    return SandboxSent(event_id=intake.event_id, conversation_id=conversation.pk)
 
 
 def sandbox_conversation_reset(*, chip_id: int | str, phone: str) -> int:

@@ -7,7 +7,7 @@ other transaction and then returns nothing. PostgreSQL and SQLite (3.35+)
 both speak it.
 
 On PostgreSQL with the ORM broker, the event's processing task can ride in
-the same statement (`webhook_event_insert(event, task=…)`): a data-modifying
+the same statement (`webhook_event_insert(task, **values)`): a data-modifying
 CTE writes the django-q2 task row only when the event row was written. One
 statement in autocommit is one round trip and one commit, and there is never
 an event without its task or a task without its event.
@@ -15,8 +15,11 @@ an event without its task or a task without its event.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from django.db import connection
 from django.db.models import Field
@@ -24,7 +27,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from channels.models import WebhookEvent
-from channels.redaction import webhook_event_redact
+from channels.redaction import webhook_values_redact
 from core.db import db_cursor_binding_params
 
 _FIELDS = [
@@ -52,13 +55,20 @@ def _plain_type(field: Field) -> type | None:
     return None
 
 
-_PLAIN_TYPES = [_plain_type(field) for field in _FIELDS]
+def _default(field: Field) -> Callable[[datetime], Any]:
+    """What the ORM would store in `field` when it is not given, from the insert's time."""
+    if getattr(field, "auto_now_add", False) or field.default is timezone.now:
+        return lambda now: now
+    if callable(field.default):
+        return lambda now: field.get_default()
+    value = field.get_default()
+    return lambda now: value
+
+
+# Per column: its attribute name, the type that needs no preparation, its default.
+_COLUMNS = [(field.attname, _plain_type(field), _default(field), field) for field in _FIELDS]
 
 _TASK_COLUMNS = [OrmQ._meta.get_field(name).column for name in ("key", "payload", "lock")]
-
-
-def _task_columns(quote: Callable[[str], str]) -> str:
-    return ", ".join(quote(column) for column in _TASK_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -69,41 +79,48 @@ class QueuedTask:
     package: str
 
 
-def webhook_event_insert(event: WebhookEvent, task: QueuedTask | None = None) -> bool:
-    """Insert the unsaved `event` and set its pk; False when its dedupe key is already stored.
-
-    With `task` (PostgreSQL only), its row is written in the same statement,
-    and only if the event was new. Like `WebhookEvent.save`, strips
-    credentials from what is stored first.
-    """
-    webhook_event_redact(event)
+@functools.cache
+def _insert_sql(vendor: str, with_task: bool) -> str:
+    """The statement's text, built once per database vendor (it never changes)."""
     quote = connection.ops.quote_name
     table = quote(WebhookEvent._meta.db_table)
     columns = ", ".join(quote(field.column) for field in _FIELDS)
     placeholders = ", ".join(["%s"] * len(_FIELDS))
-    params = []
-    for field, plain_type in zip(_FIELDS, _PLAIN_TYPES, strict=True):
-        value = field.pre_save(event, add=True)
-        if value is not None and type(value) is not plain_type:
-            value = field.get_db_prep_save(value, connection)
-        params.append(value)
     sql = (
         f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608
         f"ON CONFLICT DO NOTHING RETURNING {quote('id')}"
     )
+    if not with_task:
+        return sql
+    task_columns = ", ".join(quote(column) for column in _TASK_COLUMNS)
+    return (
+        f"WITH event AS ({sql}), "  # noqa: S608
+        f"task AS (INSERT INTO {quote(OrmQ._meta.db_table)} ({task_columns}) "
+        f"SELECT %s, %s, %s FROM event) "
+        f"SELECT {quote('id')} FROM event"
+    )
+
+
+def webhook_event_insert(task: QueuedTask | None = None, **values: Any) -> int | None:
+    """Insert a new event from its field values (by attribute name, `chip_id`); its id.
+
+    None when the chip already stored its dedupe key. Fields not given take
+    the defaults the ORM would give them. No model instance is built: intake
+    needs only the id. Like `WebhookEvent.save`, strips credentials from what
+    is stored first. With `task` (PostgreSQL only), its row is written in the
+    same statement, and only if the event was new.
+    """
+    webhook_values_redact(values)
+    now = timezone.now()
+    params = []
+    for name, plain_type, default, field in _COLUMNS:
+        value = values[name] if name in values else default(now)
+        if value is not None and type(value) is not plain_type:
+            value = field.get_db_prep_save(value, connection)
+        params.append(value)
     if task is not None:
-        sql = (
-            f"WITH event AS ({sql}), "  # noqa: S608
-            f"task AS (INSERT INTO {quote(OrmQ._meta.db_table)} ({_task_columns(quote)}) "
-            f"SELECT %s, %s, %s FROM event) "
-            f"SELECT {quote('id')} FROM event"
-        )
-        params += [task.key, task.package, timezone.now()]
+        params += [task.key, task.package, now]
     with db_cursor_binding_params() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_insert_sql(connection.vendor, task is not None), params)
         row = cursor.fetchone()
-    if row is None:
-        return False
-    event.pk = row[0]
-    event._state.adding = False
-    return True
+    return None if row is None else row[0]

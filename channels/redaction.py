@@ -8,7 +8,7 @@ forget it; the admin also redacts on display, for rows stored before.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.redaction import mapping_redact, text_redact
 
@@ -18,9 +18,18 @@ if TYPE_CHECKING:
 REDACTED_FIELDS = ("payload", "headers", "raw_body")
 
 
+def webhook_values_redact(values: dict[str, Any]) -> None:
+    """Replace every credential in an event's field values, in place (intake's insert)."""
+    for name in ("payload", "headers"):
+        if name in values:
+            values[name] = mapping_redact(values[name])
+    if values.get("raw_body"):
+        values["raw_body"] = text_redact(values["raw_body"])
+
+
 def webhook_event_redact(event: WebhookEvent) -> None:
     """Replace every credential in the event's payload, headers and raw body, in place."""
-    event.payload = mapping_redact(event.payload)
-    event.headers = mapping_redact(event.headers)
-    if event.raw_body:
-        event.raw_body = text_redact(event.raw_body)
+    values = {name: getattr(event, name) for name in REDACTED_FIELDS}
+    webhook_values_redact(values)
+    for name, value in values.items():
+        setattr(event, name, value)

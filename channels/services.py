@@ -104,7 +104,7 @@ class WebhookRateLimited(WebhookError):
 
 @dataclass(frozen=True)
 class Intake:
-    event: WebhookEvent
+    event_id: int
     created: bool
 
 
@@ -230,19 +230,22 @@ def webhook_receive(
         logger.exception("webhook: %s parser crashed on a delivery; storing it", provider)
 
     dedupe_key = adapter.dedupe_key(payload, kept_headers)[:255]
-    event = WebhookEvent(
-        chip=chip,
+    event_type = event_type[:100]
+    event_id = _event_store(
+        chip_id=chip.pk,
         provider=provider,
-        event_type=event_type[:100],
+        event_type=event_type,
         dedupe_key=dedupe_key,
         payload=payload,
         headers=kept_headers,
     )
-    created = _event_store(event)
-    if not created:
-        event = WebhookEvent.objects.get(chip=chip, dedupe_key=dedupe_key)
+    created = event_id is not None
+    if event_id is None:
+        event_id = WebhookEvent.objects.values_list("pk", flat=True).get(
+            chip=chip, dedupe_key=dedupe_key
+        )
     outcome = "accepted" if created else "duplicate"
-    _count(provider, event.event_type, outcome)
+    _count(provider, event_type, outcome)
     # DEBUG, like django-q's per-task lines (core/logging.py): every delivery is
     # a row in the admin and a count in webhook_events_total, and a line for
     # each at INFO cost about 6 % of a delivery's instructions and buried what
@@ -251,15 +254,15 @@ def webhook_receive(
         "webhook received provider=%s chip=%s event=%s id=%s outcome=%s",
         provider,
         chip.pk,
-        event.event_type,
-        event.pk,
+        event_type,
+        event_id,
         outcome,
     )
-    return Intake(event=event, created=created)
+    return Intake(event_id=event_id, created=created)
 
 
-def _event_store(event: WebhookEvent) -> bool:
-    """Store a new delivery and queue its processing in one commit; False for a duplicate.
+def _event_store(**values: Any) -> int | None:
+    """Store a new delivery and queue its processing in one commit; None for a duplicate.
 
     With the ORM broker the task row is written with the event: on PostgreSQL
     in the same statement (one round trip), elsewhere in the same transaction;
@@ -268,31 +271,32 @@ def _event_store(event: WebhookEvent) -> bool:
     push is lost the sweep finds the event still `received`.
     """
     if _enqueue_joins_transaction():
-        if event.dedupe_key and connection.vendor == "postgresql":
+        dedupe_key = values["dedupe_key"]
+        if dedupe_key and connection.vendor == "postgresql":
             # The event's id is not known before the statement runs, so the task
             # names the delivery by its (chip, dedupe key), unique once stored.
+            chip_id = values["chip_id"]
             cluster = fast_cluster()
             package = task_package(
                 PROCESS_DELIVERY_TASK,
-                event.chip_id,
-                event.dedupe_key,
+                chip_id,
+                dedupe_key,
                 cluster=cluster,
-                name=f"webhook {event.chip_id} {event.dedupe_key}",
+                name=f"webhook {chip_id} {dedupe_key}",
                 group="webhooks",
                 save=False,
             )
-            return webhook_event_insert(event, task=QueuedTask(key=cluster, package=package))
+            return webhook_event_insert(QueuedTask(key=cluster, package=package), **values)
         with transaction.atomic():
-            created = webhook_event_insert(event)
-            if created:
-                webhook_event_enqueue(event_id=event.pk)
-        return created
+            event_id = webhook_event_insert(**values)
+            if event_id is not None:
+                webhook_event_enqueue(event_id=event_id)
+        return event_id
     # One statement in autocommit: one round trip, one commit.
-    created = webhook_event_insert(event)
-    if created:
-        event_id = event.pk
+    event_id = webhook_event_insert(**values)
+    if event_id is not None:
         transaction.on_commit(lambda: webhook_event_enqueue(event_id=event_id), robust=True)
-    return created
+    return event_id
 
 
 def _enqueue_joins_transaction() -> bool:

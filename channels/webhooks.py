@@ -129,7 +129,7 @@ def _receive(request: HttpRequest, provider: str, chip_key: str) -> HttpResponse
         )
     )
     return _json(
-        {"status": "accepted" if intake.created else "duplicate", "event_id": intake.event.pk}
+        {"status": "accepted" if intake.created else "duplicate", "event_id": intake.event_id}
     )
 
 

@@ -10,6 +10,7 @@ from django_q.models import OrmQ
 from django_q.tasks import _sync
 
 from channels import services
+from channels.event_store import webhook_event_insert
 from channels.models import Chip, WebhookEvent
 from conversations.models import Message
 from core.metrics import metrics_flush
@@ -77,13 +78,41 @@ def test_an_event_without_a_dedupe_key_still_queues_its_task_by_id():
     # Only a delivery whose parser crashed is stored without a key (the
     # adapters give every accepted shape one): its task cannot name it by key.
     chip = chip_for("zapi")
-    event = WebhookEvent(chip=chip, provider="zapi", event_type="odd", payload={"odd": 1})
+    event_id = services._event_store(
+        chip_id=chip.pk, provider="zapi", event_type="odd", dedupe_key="", payload={"odd": 1}
+    )
 
-    assert services._event_store(event) is True
-
+    assert WebhookEvent.objects.get(pk=event_id).payload == {"odd": 1}
     [queued] = OrmQ.objects.all()
     assert queued.task["func"] == "channels.tasks.process_webhook_event"
-    assert queued.task["args"] == (event.pk,)
+    assert queued.task["args"] == (event_id,)
+
+
+def test_the_insert_stores_every_column_as_the_orm_would():
+    chip = chip_for("zapi")
+    values = {
+        "provider": "zapi",
+        "event_type": "ReceivedCallback",
+        "payload": {"text": {"message": "oi"}, "apikey": "secret-in-body"},
+        "headers": {"content-type": "application/json"},
+    }
+    by_orm = WebhookEvent.objects.create(chip=chip, dedupe_key="orm", **values)
+
+    event_id = webhook_event_insert(chip_id=chip.pk, dedupe_key="insert", **values)
+
+    def stored(pk: int) -> dict:
+        row = WebhookEvent.objects.filter(pk=pk).values().get()
+        assert row["received_at"] is not None
+        assert row["queued_at"] is not None
+        return {
+            name: value
+            for name, value in row.items()
+            if name not in {"id", "dedupe_key", "received_at", "queued_at"}
+        }
+
+    assert stored(event_id) == stored(by_orm.pk)
+    assert stored(event_id)["payload"]["apikey"] != "secret-in-body"
+    assert webhook_event_insert(chip_id=chip.pk, dedupe_key="insert", **values) is None
 
 
 def test_a_retried_delivery_answers_duplicate_and_queues_nothing(client):
