@@ -53,6 +53,17 @@ def test_an_unknown_route_under_webhooks_still_gets_the_full_stack(make_chip, cl
     assert response["Location"] == webhook_url(chip)
 
 
+def test_a_changed_urlconf_applies_to_a_webhook_url_already_served(make_chip, client, settings):
+    chip = make_chip("zapi")
+    url, body = webhook_url(chip), load_fixture("zapi", "received__text")
+    headers = {"z-api-token": chip.webhook_token}
+    assert client.post(url, body, "application/json", headers=headers).status_code == 200
+    # This module's urlpatterns: nothing is served under /webhooks/ any more.
+    settings.ROOT_URLCONF = __name__
+    assert client.post(url, body, "application/json", headers=headers).status_code == 404
+    assert WebhookEvent.objects.count() == 1
+
+
 def test_the_https_redirect_still_applies_to_webhooks(make_chip, client, settings):
     settings.SECURE_SSL_REDIRECT = True
     chip = make_chip("zapi")
@@ -180,3 +191,6 @@ def test_a_made_up_method_adds_no_series_of_its_own(make_chip, client):
     assert response.status_code == 405
     assert _sample(latency, invalid) == before + 1
     assert _sample(latency, {"view": "webhook", "method": "MADEUP"}) == 0
+
+
+urlpatterns: list = []
