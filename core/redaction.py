@@ -6,6 +6,7 @@ admin displays all call these, so what counts as a secret is decided once.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -77,6 +78,10 @@ MIN_KNOWN_SECRET_LENGTH = 8
 _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
+# Remembered: every delivery of a provider has the same few dozen keys, and the
+# walk over a body asks for each (a fifth of the walk's cost). Bounded, as keys
+# come from strangers' bodies too.
+@functools.lru_cache(maxsize=8192)
 def is_secret_name(name: str) -> bool:
     return name.lower().replace("-", "_").replace(".", "_") in SECRET_NAMES
 
