@@ -364,8 +364,12 @@ def payload_load(body: bytes) -> Any:
     if (
         b"\x00" not in body  # UTF-8: json reads UTF-16 and UTF-32 too
         and body.count(b"{") + body.count(b"[") <= max_depth
-        # Both alternatives start with one of these; `in` is far cheaper than the search.
-        and not ((b"\\u" in body or b"\xed" in body) and _UNSTORABLE.search(body))
+        # Each alternative starts with one of these; `in` is far cheaper than the
+        # search, and `\u` alone is in every body that escapes its accents.
+        and not (
+            (b"\\u0000" in body or b"\\ud" in body or b"\\uD" in body or b"\xed" in body)
+            and _UNSTORABLE.search(body)
+        )
     ):
         # Neither nested too deep nor holding what PostgreSQL refuses: the
         # common case skips walking the whole value (a third of intake's parsing).

@@ -384,6 +384,19 @@ def test_nul_characters_and_lone_surrogates_are_stored_not_a_5xx(make_chip, clie
             b'{"type": "message", "id": "n1", "from": "+5511999990000", "text": "a\xed\xb1\xbbb"}',
             "a?b",
         ),
+        # Each escape on its own, next to escaped accents (which are storable).
+        (
+            b'{"type": "message", "id": "n1", "from": "+5511999990000", "text": "\\u00e9\\u0000"}',
+            "\u00e9",
+        ),
+        (
+            b'{"type": "message", "id": "n1", "from": "+5511999990000", "text": "\\u00e9\\uDC7B"}',
+            "\u00e9?",
+        ),
+        (
+            b'{"type": "message", "id": "n1", "from": "+5511999990000", "text": "\\u00e9\\ud83d"}',
+            "\u00e9?",
+        ),
         # UTF-16, which json reads too, with an escape in it.
         (
             '{"type": "message", "id": "n1", "from": "+5511999990000", "text": "a\\u0000b"}'.encode(
@@ -392,7 +405,13 @@ def test_nul_characters_and_lone_surrogates_are_stored_not_a_5xx(make_chip, clie
             "ab",
         ),
     ],
-    ids=["raw-surrogate", "utf-16"],
+    ids=[
+        "raw-surrogate",
+        "nul-escape",
+        "upper-surrogate-escape",
+        "lower-surrogate-escape",
+        "utf-16",
+    ],
 )
 def test_unstorable_characters_outside_escapes_are_cleaned_too(make_chip, client, body, text):
     chip = make_chip("sandbox")
