@@ -25,6 +25,7 @@ from django.db import connection
 from django.db.models import Field
 from django.utils import timezone
 from django_q.models import OrmQ
+from psycopg.types.json import Jsonb
 
 from channels.models import WebhookEvent
 from channels.redaction import webhook_values_redact
@@ -101,21 +102,34 @@ def _insert_sql(vendor: str, with_task: bool) -> str:
     )
 
 
-def webhook_event_insert(task: QueuedTask | None = None, **values: Any) -> int | None:
+def webhook_event_insert(
+    task: QueuedTask | None = None, *, payload_json: bytes | None = None, **values: Any
+) -> int | None:
     """Insert a new event from its field values (by attribute name, `chip_id`); its id.
 
     None when the chip already stored its dedupe key. Fields not given take
     the defaults the ORM would give them. No model instance is built: intake
     needs only the id. Like `WebhookEvent.save`, strips credentials from what
-    is stored first. With `task` (PostgreSQL only), its row is written in the
-    same statement, and only if the event was new.
+    is stored first. `payload_json`, a UTF-8 JSON text of the payload that
+    PostgreSQL reads as it is (the body it was parsed from), is stored instead
+    of serializing the payload again, unless a credential was stripped from it.
+    With `task` (PostgreSQL only), its row is written in the same statement,
+    and only if the event was new.
     """
+    payload = values.get("payload")
     webhook_values_redact(values)
+    verbatim = (
+        payload_json is not None
+        and values.get("payload") is payload
+        and connection.vendor == "postgresql"
+    )
     now = timezone.now()
     params = []
     for name, plain_type, default, field in _COLUMNS:
         value = values[name] if name in values else default(now)
-        if value is not None and type(value) is not plain_type:
+        if verbatim and name == "payload":
+            value = Jsonb(payload_json, dumps=_as_is)
+        elif value is not None and type(value) is not plain_type:
             value = field.get_db_prep_save(value, connection)
         params.append(value)
     if task is not None:
@@ -124,3 +138,7 @@ def webhook_event_insert(task: QueuedTask | None = None, **values: Any) -> int |
         cursor.execute(_insert_sql(connection.vendor, task is not None), params)
         row = cursor.fetchone()
     return None if row is None else row[0]
+
+
+def _as_is(text: bytes) -> bytes:
+    return text

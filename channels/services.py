@@ -9,6 +9,7 @@ is the unit of work: a lost task is found again by `webhook_events_requeue_stuck
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import math
@@ -190,7 +191,7 @@ def webhook_receive(
     kept_headers = _headers_to_keep(headers)
 
     try:
-        payload = payload_load(body)
+        payload, verbatim = _payload_parse(body)
     except PayloadError as exc:
         event = _reject(chip=chip, payload={}, headers=kept_headers, body=body, error=str(exc))
         raise WebhookInvalid(str(exc), event_id=event.pk) from exc
@@ -238,6 +239,7 @@ def webhook_receive(
         dedupe_key=dedupe_key,
         payload=payload,
         headers=kept_headers,
+        payload_json=body if verbatim else None,
     )
     created = event_id is not None
     if event_id is None:
@@ -351,6 +353,15 @@ def payload_load(body: bytes) -> Any:
     WEBHOOK_MAX_JSON_DEPTH (Python's recursion limit in json, our readers and
     the database driver), and NaN/Infinity (not JSON; jsonb refuses them).
     """
+    return _payload_parse(body)[0]
+
+
+def _payload_parse(body: bytes) -> tuple[Any, bool]:
+    """`payload_load`'s value, and whether `body` is itself a JSON text of it PostgreSQL reads.
+
+    True for UTF-8 without a byte order mark and with nothing the value had
+    to be cleaned of: then the body can be stored as it came.
+    """
     try:
         # What json.loads does with bytes, with one decoder kept for every call.
         value = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
@@ -373,8 +384,8 @@ def payload_load(body: bytes) -> Any:
     ):
         # Neither nested too deep nor holding what PostgreSQL refuses: the
         # common case skips walking the whole value (a third of intake's parsing).
-        return value
-    return _storable(value, max_depth=max_depth)
+        return value, not body.startswith(codecs.BOM_UTF8)
+    return _storable(value, max_depth=max_depth), False
 
 
 def _refuse_constant(name: str) -> Any:

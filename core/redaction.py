@@ -124,28 +124,34 @@ def text_redact(text: str, known_secrets: Iterable[str] = ()) -> str:
 
 
 def mapping_redact(value: Any) -> Any:
-    """A copy of a JSON-like value whose credential-named keys hold REDACTED.
+    """A JSON-like value whose credential-named keys hold REDACTED.
 
     Nested objects and lists are walked; a secret-named key with an empty or
-    null value keeps it (nothing to hide, and the shape stays readable).
+    null value keeps it (nothing to hide, and the shape stays readable). A
+    dict or list with no credential in it is returned itself, not a copy, so
+    intake can tell that a body it stores is the one it received; a mapping
+    of another kind always comes back as a dict.
     """
     kind = type(value)
     if kind in _JSON_SCALARS:
         return value
     if kind is dict or isinstance(value, Mapping):
-        return {
-            key: (
-                REDACTED
-                if isinstance(key, str) and is_secret_name(key) and item not in (None, "")
-                # Scalars are most of a body: no call for them (every webhook is walked).
-                else item
-                if type(item) in _JSON_SCALARS
-                else mapping_redact(item)
-            )
-            for key, item in value.items()
-        }
+        changed: dict[Any, Any] | None = None if kind is dict else dict(value)
+        for key, item in value.items():
+            if isinstance(key, str) and is_secret_name(key) and item not in (None, ""):
+                new = REDACTED
+            # Scalars are most of a body: no call for them (every webhook is walked).
+            elif type(item) in _JSON_SCALARS or (new := mapping_redact(item)) is item:
+                continue
+            if changed is None:
+                changed = dict(value)
+            changed[key] = new
+        return value if changed is None else changed
     if kind is list or isinstance(value, list):
-        return [item if type(item) in _JSON_SCALARS else mapping_redact(item) for item in value]
+        items = [item if type(item) in _JSON_SCALARS else mapping_redact(item) for item in value]
+        if kind is list and all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return items
     return value
 
 

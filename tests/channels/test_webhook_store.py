@@ -1,6 +1,7 @@
 """Intake stores a delivery with the least durable work: one INSERT and its task, one commit,
 the chip from a short-lived cache."""
 
+import json
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from channels.event_store import webhook_event_insert
 from channels.models import Chip, WebhookEvent
 from conversations.models import Message
 from core.metrics import metrics_flush
+from core.redaction import REDACTED
 from tests.channels.test_webhook_intake import _closed_port
 from tests.channels.webhooks import chip_for, load_fixture_json, post_webhook
 
@@ -131,6 +133,30 @@ def test_credentials_are_stripped_on_the_single_insert_too(client):
     chip = chip_for("zapi", webhook_token="zapi-secret")
     assert post_webhook(client, chip, zapi_text("m1")).status_code == 200
     assert "zapi-secret" not in str(WebhookEvent.objects.get().headers)
+
+
+def test_the_body_is_stored_as_received_unless_a_credential_was_stripped(client):
+    chip = chip_for("evolution", webhook_token="evo-token")
+    body = load_fixture_json("evolution", "messages_upsert__text_incoming_v1")
+    body["apikey"] = "instance-key-1234"
+    quiet = json.loads(json.dumps(body))
+    quiet["apikey"] = None
+    quiet["data"]["key"]["id"] = "ANOTHER-ID"
+    quiet["data"]["price"] = 1.10
+    for payload in (body, quiet):
+        assert post_webhook(client, chip, payload).status_code == 200
+    loud, calm = WebhookEvent.objects.order_by("pk")
+    assert loud.payload["apikey"] == REDACTED
+    assert loud.payload["data"] == body["data"]
+    assert calm.payload == quiet
+
+
+def test_a_body_with_a_byte_order_mark_is_stored(client):
+    chip = chip_for("zapi")
+    body = b"\xef\xbb\xbf" + json.dumps(zapi_text("bom")).encode()
+    response = post_webhook(client, chip, body)
+    assert response.status_code == 200, response.content
+    assert WebhookEvent.objects.get().payload["messageId"] == "bom"
 
 
 def test_a_chip_saved_through_the_orm_applies_to_the_next_delivery_at_once(client):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from types import MappingProxyType
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -64,3 +67,53 @@ def test_credentials_spelled_with_letters_regex_folds_are_still_redacted():
 def test_a_line_without_credentials_is_unchanged():
     line = "webhook received provider=zapi chip=1 event=ReceivedCallback id=5 outcome=accepted"
     assert text_redact(line) == line
+
+
+# --- mapping_redact ---------------------------------------------------------------------------
+
+
+def _redact_by_copy(value):
+    """The plain definition: a copy with every non-empty credential-named key's value hidden."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED
+            if isinstance(key, str) and redaction.is_secret_name(key) and item not in (None, "")
+            else _redact_by_copy(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_by_copy(item) for item in value]
+    return value
+
+
+_KEYS = st.sampled_from(["apikey", "Api-Key", "token", "text", "id", "data", "hub.verify_token"])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.sampled_from(["", "x", "s3cr3t"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_JSON)
+def test_mapping_redact_hides_what_the_plain_definition_hides_and_changes_no_input(value):
+    before = copy.deepcopy(value)
+    redacted = redaction.mapping_redact(value)
+    assert redacted == _redact_by_copy(before)
+    assert value == before
+    # Nothing to hide: the value itself, so intake can store the body as received.
+    assert (redacted is value) == (redacted == before)
+
+
+def test_only_the_path_to_a_credential_is_copied():
+    untouched = {"text": {"message": "oi"}}
+    body = {"data": {"apikey": "s3cr3t", "extra": untouched}, "other": [untouched]}
+    redacted = redaction.mapping_redact(body)
+    assert redacted == {"data": {"apikey": REDACTED, "extra": untouched}, "other": [untouched]}
+    assert body["data"]["apikey"] == "s3cr3t"
+    assert redacted["other"] is body["other"]
+
+
+def test_a_mapping_of_another_kind_comes_back_as_a_dict():
+    headers = MappingProxyType({"content-type": "application/json"})
+    assert redaction.mapping_redact(headers) == {"content-type": "application/json"}
+    assert type(redaction.mapping_redact(headers)) is dict
