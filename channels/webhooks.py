@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, DataError
 from django.http import HttpRequest, HttpResponse
+from django.http.request import HttpHeaders
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -125,12 +126,31 @@ def _receive(request: HttpRequest, provider: str, chip_key: str) -> HttpResponse
     # after our 503, and a retried delivery is a duplicate.
     intake = db_run_reusing_connection(
         lambda: services.webhook_receive(
-            provider=provider, chip_key=chip_key, headers=request.headers, body=body
+            provider=provider, chip_key=chip_key, headers=_headers(request.META), body=body
         )
     )
     return _json(
         {"status": "accepted" if intake.created else "duplicate", "event_id": intake.event_id}
     )
+
+
+def _headers(meta: dict[str, Any]) -> dict[str, str]:
+    """The request's headers by lower-case name: what `request.headers` holds, without building it.
+
+    Django's HttpHeaders parses and title-cases every WSGI variable into a
+    case-insensitive mapping; intake only looks names up (the adapters'
+    `header()` tries the lower-case name) and stores them lower-cased.
+    """
+    headers = {}
+    for key, value in meta.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-").lower()] = value
+        elif key in _UNPREFIXED_HEADERS:
+            headers[key.replace("_", "-").lower()] = value
+    return headers
+
+
+_UNPREFIXED_HEADERS = frozenset(HttpHeaders.UNPREFIXED_HEADERS)
 
 
 def _read_body(request: HttpRequest) -> bytes:

@@ -17,14 +17,16 @@ _MS_THRESHOLD = 10**11
 
 
 def header(headers: Mapping[str, str], name: str) -> str:
-    """Case-insensitive header lookup; stored headers are plain dicts."""
+    """Case-insensitive header lookup; intake's and the stored headers are lower-case dicts."""
     value = headers.get(name)
     if value is None:
         lowered = name.lower()
-        for key, candidate in headers.items():
-            if key.lower() == lowered:
-                value = candidate
-                break
+        value = headers.get(lowered)
+        if value is None:
+            for key, candidate in headers.items():
+                if key.lower() == lowered:
+                    value = candidate
+                    break
     return value or ""
 
 

@@ -17,7 +17,7 @@ from conversations.models import Message
 from core.metrics import metrics_flush
 from core.redaction import REDACTED
 from tests.channels.test_webhook_intake import _closed_port
-from tests.channels.webhooks import chip_for, load_fixture_json, post_webhook
+from tests.channels.webhooks import chip_for, load_fixture_json, meta_signature, post_webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -149,6 +149,30 @@ def test_the_body_is_stored_as_received_unless_a_credential_was_stripped(client)
     assert loud.payload["apikey"] == REDACTED
     assert loud.payload["data"] == body["data"]
     assert calm.payload == quiet
+
+
+def test_the_stored_headers_are_the_requests_by_lower_case_name_with_credentials_hidden(client):
+    chip = chip_for("zapi", webhook_token="zapi-secret")
+    headers = {"X-Request-Id": "req-1", "User-Agent": "Z-API/2.0", "Z-Api-Token": "zapi-secret"}
+    response = post_webhook(client, chip, zapi_text("m1"), headers=headers, sign=False)
+    assert response.status_code == 200, response.content
+    stored = WebhookEvent.objects.get().headers
+    assert stored["x-request-id"] == "req-1"
+    assert stored["user-agent"] == "Z-API/2.0"
+    assert stored["content-type"] == "application/json"
+    assert stored["content-length"] == str(len(json.dumps(zapi_text("m1"))))
+    assert stored["z-api-token"] == REDACTED
+    assert all(name == name.lower() for name in stored)
+
+
+def test_a_credential_header_is_found_whatever_its_case(client):
+    chip = chip_for("meta")
+    body = json.dumps(load_fixture_json("meta", "messages__text")).encode()
+    signature = meta_signature(chip.app_secret, body)
+    response = post_webhook(
+        client, chip, body, headers={"x-HUB-signature-256": signature}, sign=False
+    )
+    assert response.status_code == 200, response.content
 
 
 def test_a_body_with_a_byte_order_mark_is_stored(client):
