@@ -14,6 +14,7 @@ from django_prometheus import exports
 from core.alerts import alerts_evaluate_on_request
 from core.client_ip import client_ip
 from core.health import Status, health_report
+from core.http_metrics import view_request_metrics_flush
 
 
 @never_cache
@@ -60,6 +61,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         response = HttpResponse("unauthorized\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
+    view_request_metrics_flush()
     return exports.ExportToDjangoView(request)
 
 

@@ -15,12 +15,14 @@ from django_q.models import OrmQ
 from prometheus_client import REGISTRY
 
 from channels.models import WebhookEvent
+from core.http_metrics import view_request_metrics_flush
 from tests.channels.webhooks import load_fixture, load_fixture_json, post_webhook, webhook_url
 
 ALLOW = "GET, POST, HEAD, OPTIONS"
 
 
 def _responses(status: str, method: str) -> float:
+    view_request_metrics_flush()  # what /metrics does before it answers
     value = REGISTRY.get_sample_value(
         "django_http_responses_total_by_status_view_method_total",
         {"status": status, "view": "webhook", "method": method},
@@ -80,6 +82,25 @@ def test_webhooks_are_counted_in_the_per_view_http_metrics(make_chip, client):
     post_webhook(client, chip, load_fixture("zapi", "received__text"), key="not-a-chip-key")
     assert _responses("200", "POST") == accepted + 1
     assert _responses("404", "POST") == refused + 1
+
+
+def test_metrics_shows_a_webhook_answered_a_moment_ago(make_chip, client, settings):
+    settings.METRICS_TOKEN = ""
+    settings.METRICS_ALLOWED_IPS = []
+    chip = make_chip("zapi")
+    accepted = _responses("200", "POST")
+    post_webhook(client, chip, load_fixture("zapi", "received__text"))
+    # /metrics adds what its process recorded since the last flush before it answers.
+    text = client.get("/metrics").content.decode()
+    [line] = [
+        line
+        for line in text.splitlines()
+        if line.startswith("django_http_responses_total_by_status_view_method_total{")
+        and 'status="200"' in line
+        and 'view="webhook"' in line
+        and 'method="POST"' in line
+    ]
+    assert float(line.rsplit(" ", 1)[1]) == accepted + 1
 
 
 @pytest.mark.parametrize("method", ["put", "patch", "delete"])
@@ -143,6 +164,7 @@ def test_a_connection_the_database_dropped_between_deliveries_costs_no_delivery(
 
 
 def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    view_request_metrics_flush()  # what /metrics does before it answers
     return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 

@@ -110,3 +110,30 @@ def test_a_flush_adds_every_pending_series_to_the_stored_totals_in_one_statement
     assert stored['{"reason": "agent_decision"}'] == 1
     assert stored['{"le": "2.0"}'] == 1
     assert stored['{"sum": "ms"}'] == 1500
+
+
+def test_buffered_request_histograms_hold_what_histogram_observe_would():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from core.http_metrics import ViewRequestMetrics
+
+    buckets = (0, 100, 1000, 10_000, float("inf"))
+    values = [0, 1, 100, 100.5, 999, 1000, 5e6, 3, 0.25]
+    registry = CollectorRegistry()
+    observed = Histogram("observed", "", buckets=buckets, registry=registry)
+    buffered = Histogram("buffered", "", buckets=buckets, registry=registry)
+    recorder = ViewRequestMetrics()
+    for value in values:
+        observed.observe(value)
+        recorder._observe(buffered, value)
+    recorder.flush()
+
+    def samples(name: str) -> list[tuple[str, dict, float]]:
+        [metric] = [m for m in registry.collect() if m.name == name]
+        return [
+            (s.name.removeprefix(name), s.labels, s.value)
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples("buffered") == samples("observed")
