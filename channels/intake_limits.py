@@ -11,13 +11,14 @@ default without a Redis broker: each web process counts on its own, so the
 effective limit is per process). A Redis outage never refuses a delivery: the
 limit is a bound on damage, not a gate.
 
-With Redis, a round trip per delivery was a tenth of intake's cost for a
-count that matters only near a limit. So while a chip is far from its limits
-(its shared counts under half of each), a process counts deliveries itself and
-sends them in one call at most every `SYNC_SECONDS`, or sooner once a
-twentieth of either limit is unsent. Past half of a limit every delivery is
+With Redis, a round trip per delivery was about 6 % of a delivery's
+instructions for a count that matters only near a limit. So while a chip is
+far from its limits (its shared counts under half of each), a process counts
+deliveries itself and sends them in one call at most every `SYNC_SECONDS`,
+or sooner once a twentieth of either limit is unsent. Past half of a limit every delivery is
 counted in Redis, so a limit is exceeded by at most what the other processes
-have not sent yet: a twentieth of it per process, for at most a second.
+have not sent yet: a twentieth of it per process (a process sends what it
+holds with its next delivery a second or more after its last call).
 """
 
 from __future__ import annotations
