@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Field
 from django.utils import timezone
 from django_q.models import OrmQ
@@ -116,13 +116,12 @@ def webhook_event_insert(
     With `task` (PostgreSQL only), its row is written in the same statement,
     and only if the event was new.
     """
+    # The connection behind the proxy, looked up once rather than per use.
+    db = connections[DEFAULT_DB_ALIAS]
     payload = values.get("payload")
     webhook_values_redact(values)
-    verbatim = (
-        payload_json is not None
-        and values.get("payload") is payload
-        and connection.vendor == "postgresql"
-    )
+    verbatim = payload_json is not None and values.get("payload") is payload
+    verbatim = verbatim and db.vendor == "postgresql"
     now = timezone.now()
     params = []
     for name, plain_type, default, field in _COLUMNS:
@@ -130,12 +129,12 @@ def webhook_event_insert(
         if verbatim and name == "payload":
             value = Jsonb(payload_json, dumps=_as_is)
         elif value is not None and type(value) is not plain_type:
-            value = field.get_db_prep_save(value, connection)
+            value = field.get_db_prep_save(value, db)
         params.append(value)
     if task is not None:
         params += [task.key, task.package, now]
     with db_cursor_binding_params() as cursor:
-        cursor.execute(_insert_sql(connection.vendor, task is not None), params)
+        cursor.execute(_insert_sql(db.vendor, task is not None), params)
         row = cursor.fetchone()
     return None if row is None else row[0]
 
