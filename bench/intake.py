@@ -77,6 +77,11 @@ class Round:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=2, help="bare/ORM/bare/Redis cycles")
+    parser.add_argument(
+        "--brokers",
+        default="orm,redis",
+        help="platform rounds per cycle, each after a bare round (orm, redis or both)",
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per round")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of load before measuring")
     parser.add_argument("--connections", type=int, default=16)
@@ -85,6 +90,8 @@ def main() -> None:
     parser.add_argument("--profile", choices=["orm", "redis"], help="profile in-process instead")
     parser.add_argument("--requests", type=int, default=2000, help="requests profiled")
     args = parser.parse_args()
+    if not set(args.brokers.split(",")) <= {"orm", "redis"}:
+        parser.error("--brokers takes orm, redis or orm,redis")
 
     database_url = os.environ.get(
         "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/sdr_ops_bench_intake"
@@ -124,8 +131,9 @@ def main() -> None:
 
     rounds = []
     for _cycle in range(args.cycles):
-        for target in ("bare", "orm", "bare", "redis"):
-            rounds.append(Round(number=len(rounds) + 1, target=target))
+        for broker in args.brokers.split(","):
+            for target in ("bare", broker):
+                rounds.append(Round(number=len(rounds) + 1, target=target))
     for round_ in rounds:
         if round_.target != "bare":
             round_.chip_id = _chip_create(round_.number)
@@ -430,6 +438,8 @@ def _summary_print(rounds: list[Round]) -> None:
         ratios[r.target].append(r.rps / statistics.mean(around))
     for target in ("bare", "orm", "redis"):
         these = [r for r in rounds if r.target == target]
+        if not these:
+            continue
         line = (
             f"{target:5s} median {statistics.median(r.rps for r in these):7.0f} req/s"
             f"  p50 {statistics.median(r.load['p50_us'] for r in these) / 1000:5.1f} ms"
