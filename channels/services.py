@@ -34,6 +34,7 @@ from core.brokers import fast_cluster
 from core.db import db_error_is_transient, db_retry_transient
 from core.metrics import counter_inc
 from core.task_packages import task_package, task_packages_direct, task_push
+from core.task_relay import task_push_soon
 
 logger = logging.getLogger(__name__)
 
@@ -294,10 +295,14 @@ def _event_store(**values: Any) -> int | None:
             if event_id is not None:
                 webhook_event_enqueue(event_id=event_id)
         return event_id
-    # One statement in autocommit: one round trip, one commit.
+    # One statement in autocommit: one round trip, one commit. The task is only
+    # a nudge once the row is stored: a thread of the process pushes it, with
+    # those of the next deliveries (core/task_relay.py).
     event_id = webhook_event_insert(**values)
     if event_id is not None:
-        transaction.on_commit(lambda: webhook_event_enqueue(event_id=event_id), robust=True)
+        transaction.on_commit(
+            lambda: webhook_event_enqueue(event_id=event_id, soon=True), robust=True
+        )
     return event_id
 
 
@@ -427,8 +432,12 @@ def _storable(value: Any, max_depth: int = 8, _depth: int = 0) -> Any:
     return value
 
 
-def webhook_event_enqueue(*, event_id: int) -> None:
-    """Queue the processing of one stored event (the sweep retries if this is lost)."""
+def webhook_event_enqueue(*, event_id: int, soon: bool = False) -> None:
+    """Queue the processing of one stored event (the sweep retries if this is lost).
+
+    `soon` hands the task to the process's relay thread instead of pushing it
+    here (core/task_relay.py): for the webhook request, which answers first.
+    """
     cluster = fast_cluster()
     if not task_packages_direct():
         from django_q.tasks import async_task
@@ -443,7 +452,10 @@ def webhook_event_enqueue(*, event_id: int) -> None:
         group="webhooks",
         save=False,
     )
-    task_push(package, cluster)
+    if soon:
+        task_push_soon(package, cluster)
+    else:
+        task_push(package, cluster)
 
 
 # --- Processing ---------------------------------------------------------------------------

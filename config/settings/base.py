@@ -264,6 +264,11 @@ HANDOFF_REMIND_MINUTES = env.int("HANDOFF_REMIND_MINUTES", default=10)
 # lost it); never one still waiting in a backlog.
 WEBHOOK_CLAIM_STALE_SECONDS = env.int("WEBHOOK_CLAIM_STALE_SECONDS", default=45)
 WEBHOOK_TASK_LOST_SECONDS = env.int("WEBHOOK_TASK_LOST_SECONDS", default=300)
+# With the Redis broker a webhook's task is pushed by a thread of the web
+# process, with the tasks of the deliveries answered meanwhile: one RPUSH per
+# this long at most (core/task_relay.py). Longer batches more under load; a
+# task reaches its queue at most this much later.
+TASK_PUSH_LINGER_SECONDS = env.float("TASK_PUSH_LINGER_SECONDS", default=0.005)
 # Waits between tries of a worker's transaction after a deadlock, a lock
 # timeout or a lost connection (about 30 s in all: a database restart passes).
 DB_TRANSIENT_RETRY_SECONDS = env.list(

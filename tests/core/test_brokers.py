@@ -11,31 +11,14 @@ import redis
 import redis.connection
 from django.utils import timezone
 from django_q.brokers import get_broker
-from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
 from core.brokers import async_task_at
+from core.task_relay import task_pushes_flush
 from tests.channels.webhooks import chip_for, load_fixture_json, post_webhook
 
 REDIS_URL = "redis://127.0.0.1:6379/5"
-
-
-@pytest.fixture
-def redis_broker(settings, monkeypatch):
-    """django-q2 configured as config/settings/base.py does for Q_BROKER=redis."""
-    # Every enqueue names its cluster (core.brokers.fast_cluster): this test's own.
-    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "name": "intake-broker-test"}
-    monkeypatch.setattr(Conf, "ORM", None)
-    monkeypatch.setattr(Conf, "REDIS", REDIS_URL)
-    monkeypatch.setattr(Conf, "BROKER_CLASS", "core.brokers.PooledRedis")
-    monkeypatch.setattr(Conf, "CLUSTER_NAME", "intake-broker-test")
-    queue = redis.from_url(REDIS_URL)
-    key = "django_q:intake-broker-test:q"
-    queue.delete(key)
-    yield queue, key
-    queue.delete(key)
-    queue.close()
 
 
 def test_q_broker_redis_selects_the_pooled_broker():
@@ -70,6 +53,7 @@ def test_three_webhooks_queue_three_tasks_over_at_most_one_new_connection(
         body["messageId"] = f"pooled-{n}"
         with django_capture_on_commit_callbacks(execute=True):
             assert post_webhook(client, chip, body).status_code == 200
+    task_pushes_flush()  # what the relay thread would send within a few milliseconds
 
     assert queue.llen(key) == 3
     assert len(opened) <= 1
