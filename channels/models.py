@@ -233,7 +233,7 @@ class WebhookEvent(models.Model):
         ordering = ["-received_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=[_("chip"), "dedupe_key"],
+                fields=["chip", "dedupe_key"],
                 condition=~Q(dedupe_key=""),
                 name="uniq_webhook_event_per_chip_dedupe_key",
             )
