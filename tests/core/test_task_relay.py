@@ -12,6 +12,7 @@ import time
 import pytest
 import redis
 from django_q.conf import Conf
+from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
 from channels.models import WebhookEvent
@@ -196,3 +197,16 @@ def test_a_webhook_is_answered_while_redis_holds_the_push(
     # The push got its answer: no request gave up on Redis meanwhile.
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     stalled.close()
+
+
+@pytest.mark.django_db
+def test_a_broker_other_than_redis_takes_each_package_by_its_own_enqueue(relay_empty, settings):
+    settings.TASK_PUSH_LINGER_SECONDS = 30
+    cluster = settings.Q_CLUSTER["name"]  # the test settings' ORM broker
+
+    task_push_soon("first", cluster)
+    task_push_soon("second", cluster)
+
+    assert task_pushes_flush() == 2
+    queued = OrmQ.objects.filter(key=cluster).order_by("id")
+    assert list(queued.values_list("payload", flat=True)) == ["first", "second"]
