@@ -45,13 +45,14 @@ _EXIT_WAIT_SECONDS = 5.0
 
 
 class _Relay:
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int = MAX_PENDING) -> None:
+        self._max_pending = max_pending
         self.reset()
 
     def reset(self) -> None:
         """Nothing pending, no thread. Also in a forked child: the parent sends what it held."""
         self._lock = threading.Lock()
-        self._pending: deque[tuple[str, str]] = deque(maxlen=MAX_PENDING)
+        self._pending: deque[tuple[str, str]] = deque(maxlen=self._max_pending)
         self._dropped = 0
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()

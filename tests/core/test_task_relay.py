@@ -46,7 +46,7 @@ def relay_empty():
 
 def test_packages_handed_over_reach_their_queue_in_one_push(redis_broker, relay_empty, settings):
     queue, key = redis_broker
-    settings.TASK_PUSH_LINGER_SECONDS = 0.3
+    settings.TASK_PUSH_LINGER_SECONDS = 1.0  # far longer than handing five over takes
     pushes_before = _rpush_calls(queue)
 
     for n in range(5):
@@ -72,21 +72,19 @@ def test_redis_unreachable_loses_the_batch_to_the_sweep_and_says_so(
     assert "sweep" in caplog.text
 
 
-def test_past_the_cap_the_oldest_are_dropped_and_counted(
-    redis_broker, relay_empty, settings, monkeypatch, caplog
-):
+def test_past_the_cap_the_oldest_are_dropped_and_counted(redis_broker, settings, caplog):
     queue, key = redis_broker
     settings.TASK_PUSH_LINGER_SECONDS = 30
-    monkeypatch.setattr(task_relay, "MAX_PENDING", 4)
-    task_relay._relay.reset()  # its list takes the cap when made
+    relay = task_relay._Relay(max_pending=4)
 
     for n in range(6):
-        task_push_soon(f"package-{n}", CLUSTER)
+        relay.add(f"package-{n}", CLUSTER)
     with caplog.at_level(logging.ERROR, logger="core.task_relay"):
-        assert task_pushes_flush() == 4
+        assert relay.flush() == 4
 
     assert queue.lrange(key, 0, -1) == [f"package-{n}".encode() for n in range(2, 6)]
     assert "2 task(s) dropped while 4 waited for Redis" in caplog.text
+    relay.close()
 
 
 def test_a_process_that_exits_sends_what_it_still_holds(redis_broker):
