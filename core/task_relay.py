@@ -35,6 +35,8 @@ from django.conf import settings
 from django_q.brokers import get_broker
 from django_q.brokers.redis_broker import Redis
 
+from core.task_packages import task_push
+
 logger = logging.getLogger(__name__)
 
 # While Redis is unreachable the pending packages wait here; past this many the
@@ -101,7 +103,7 @@ class _Relay:
                     "task relay: %d task(s) dropped while %d waited for Redis; "
                     "the sweep re-queues their events",
                     dropped,
-                    self._pending.maxlen,
+                    self._max_pending,
                 )
             by_cluster: dict[str, list[str]] = {}
             for cluster, package in batch:
@@ -137,7 +139,7 @@ def _push(cluster: str, packages: list[str]) -> None:
         broker.connection.rpush(broker.list_key, *packages)
         return
     for package in packages:
-        broker.enqueue(package)
+        task_push(package, cluster)
 
 
 _relay = _Relay()

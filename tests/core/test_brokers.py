@@ -17,8 +17,7 @@ from django_q.signing import SignedPackage
 from core.brokers import async_task_at
 from core.task_relay import task_pushes_flush
 from tests.channels.webhooks import chip_for, load_fixture_json, post_webhook
-
-REDIS_URL = "redis://127.0.0.1:6379/5"
+from tests.core.conftest import REDIS_URL
 
 
 def test_q_broker_redis_selects_the_pooled_broker():
