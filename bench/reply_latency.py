@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -325,10 +326,22 @@ def main() -> None:
     )
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
     recreate_database(url)
-    # The processes read the same variables through config.settings.test.
-    os.environ["TEST_DATABASE_URL"] = url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
-    os.environ["Q_NAME"] = Q_NAME
+    # Production settings, as deployed (persistent database connections,
+    # buffered metrics): the test settings open a connection per task and
+    # write every counter inside the task's transaction, which made every
+    # stage slower than deployed (issue 9's figures before 2026-11-24).
+    production = {
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "SALT_KEY": secrets.token_urlsafe(24),
+        "SECURE_SSL_REDIRECT": "False",
+        "DATABASE_URL": url,
+        "TEST_DATABASE_URL": url,
+        # The fake provider listens on 127.0.0.1.
+        "PROVIDER_ALLOW_PRIVATE_URLS": "True",
+        "Q_NAME": Q_NAME,
+    }
+    os.environ.update(production)
     import django
 
     django.setup()
@@ -373,7 +386,7 @@ def main() -> None:
             for key in queues.scan_iter(f"django_q:{Q_NAME}*"):
                 queues.delete(key)
             env = {
-                "Q_NAME": Q_NAME,
+                **production,
                 "Q_BROKER": broker,
                 "REDIS_URL": redis_url,
                 "OPENAI_API_KEY": "sk-bench",
