@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 
@@ -98,3 +99,30 @@ def test_orm_holds_a_task_until_it_is_due():
     [(_, package)] = _dequeue_until_task(broker, timeout=5)
     assert timezone.now() >= due
     assert SignedPackage.loads(package)["args"] == (2.5,)
+
+
+def test_redis_wakes_a_blocked_pusher_for_a_task_held_after_it_blocked(redis_broker):
+    """The pusher blocks up to a second; a task held meanwhile must not wait for that."""
+    queue, key = redis_broker
+    queue.delete(f"{key}:held", f"{key}:wake")
+    broker = get_broker()
+    returned: list[float] = []
+
+    def pusher_loop() -> None:
+        _dequeue_until_task(broker, timeout=5)
+        returned.append(time.monotonic())
+
+    pusher = threading.Thread(target=pusher_loop)
+    pusher.start()
+    time.sleep(0.3)  # blocked, with nothing held: for a whole second
+    due = timezone.now() + timedelta(seconds=0.1)
+    held_at = time.monotonic()
+    async_task_at(due, "math.floor", 3.5)
+    pusher.join(timeout=5)
+
+    assert returned, "the held task was never handed out"
+    # Due 0.1 s after it was held; the block it interrupted had 0.7 s left.
+    assert returned[0] - held_at < 0.5
+    assert queue.zcard(f"{key}:held") == 0
+    assert queue.llen(f"{key}:wake") == 0  # spent by the next look, never piling up
+    queue.delete(f"{key}:held", f"{key}:wake")
