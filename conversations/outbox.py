@@ -3,13 +3,16 @@
 One send is three short steps, so no database transaction is open while the
 provider is on the line:
 
-1. claim (`outbox_claim_next`): lock a chip that may send now
+1. claim (`outbox_claim_batch`): lock a chip that may send now
    (`SELECT … FOR NO KEY UPDATE SKIP LOCKED`), then one due message of it
    (`FOR UPDATE SKIP LOCKED`), re-check that the message may still leave,
    mark it `sending` with a lease and mark the chip busy until the lease ends.
+   A live message (reply, system, human) brings up to OUTBOX_REPLY_BATCH - 1
+   more of other conversations, sent one after another by the same worker.
    Two workers can never hold the same chip or message, and a chip never has
    two sends in flight.
-2. send through the chip's adapter (no locks held).
+2. send through the chip's adapter (no locks held); after a failed send the
+   rest of the batch goes back to the queue unattempted.
 3. record (`outbox_record_result`): a `DeliveryAttempt` row, the message's
    new state, the circuit breaker, and the chip's pacing (`channels.pacing`):
    after a campaign or follow-up the next one waits the chip's interval,
@@ -99,6 +102,9 @@ class Claim:
     probe: bool
     lease_expires_at: datetime
     purpose: str = Message.Purpose.REPLY
+    # More of the same claim follow on this chip: recording this one keeps the
+    # chip busy for them instead of freeing it.
+    more_follow: bool = False
 
 
 @dataclass
@@ -293,7 +299,15 @@ def _earlier_live_part(message: Message) -> Message | None:
     )
 
 
-def _claim_on_chip(chip: Chip, *, now: datetime) -> Claim | None:
+def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
+    """Claim what may leave on this (locked) chip now: one message, or a batch of live ones.
+
+    A reply, system or human message may bring up to `limit - 1` more, of
+    other conversations, sent one after another by the same worker: a chip
+    answering a hundred leads at once pays the chip's lock and the due
+    query once per batch instead of once per reply. Business-initiated
+    messages keep their interval, and a circuit probe stays alone.
+    """
     _gate_proactive(chip, now=now)
     lease_seconds = settings.OUTBOX_LEASE_SECONDS
     candidates = (
@@ -308,8 +322,22 @@ def _claim_on_chip(chip: Chip, *, now: datetime) -> Claim | None:
         candidates = candidates.exclude(purpose__in=pacing.LIVE_PURPOSES)
     if chip.next_proactive_at is not None and chip.next_proactive_at > now:
         candidates = candidates.exclude(purpose__in=pacing.PROACTIVE_PURPOSES)
-    for message in candidates[:20]:
+    lease_expires_at = now + timedelta(seconds=lease_seconds)
+    claimed: list[tuple[Message, bool]] = []
+    conversations: set[int] = set()
+    chip_fields = ["next_send_at", "circuit_state", "circuit_retry_at", "updated_at"]
+    for message in candidates[: max(20, limit)]:
         live = message.purpose in pacing.LIVE_PURPOSES
+        if claimed:
+            batch_open = (
+                live and not claimed[0][1] and claimed[0][0].purpose in pacing.LIVE_PURPOSES
+            )
+            if not batch_open or len(claimed) >= limit:
+                break
+            if message.conversation_id in conversations:
+                continue  # its earlier part is in this batch: the typing gap comes first
+            if pacing.chip_reply_ready_at(chip, now=now) is not None:
+                break  # the reply ceiling is reached with this batch
         earlier = _earlier_live_part(message) if live else None
         if earlier is not None:
             # Never overtake an earlier part (one in retry backoff, say): wait for it.
@@ -332,8 +360,11 @@ def _claim_on_chip(chip: Chip, *, now: datetime) -> Claim | None:
                 )
                 counter_inc("outbound_messages_total", {"outcome": "held"})
             continue
-        probe = circuit.circuit_begin_send(chip, now=now, probe_lease_seconds=lease_seconds)
-        lease_expires_at = now + timedelta(seconds=lease_seconds)
+        probe = (
+            circuit.circuit_begin_send(chip, now=now, probe_lease_seconds=lease_seconds)
+            if not claimed
+            else False
+        )
         message.status = Message.Status.SENDING
         message.attempts += 1
         message.lease_expires_at = lease_expires_at
@@ -341,38 +372,93 @@ def _claim_on_chip(chip: Chip, *, now: datetime) -> Claim | None:
         message.save(
             update_fields=["status", "attempts", "lease_expires_at", "lease_owner", "updated_at"]
         )
-        # Busy until the answer is recorded (or the lease ends, if this worker dies).
-        chip.next_send_at = lease_expires_at
-        chip_fields = ["next_send_at", "circuit_state", "circuit_retry_at", "updated_at"]
         if live:
             chip_fields += pacing.chip_reply_count(chip, now=now)
-        chip.save(update_fields=chip_fields)
-        return Claim(
+        claimed.append((message, probe))
+        conversations.add(message.conversation_id)
+    if not claimed:
+        return []
+    # Busy until the last answer is recorded (or the lease ends, if this worker dies).
+    chip.next_send_at = lease_expires_at
+    chip.save(update_fields=list(dict.fromkeys(chip_fields)))
+    return [
+        Claim(
             message_id=message.pk,
             chip_id=chip.pk,
             attempt=message.attempts,
             probe=probe,
             lease_expires_at=lease_expires_at,
             purpose=message.purpose,
+            more_follow=index < len(claimed) - 1,
         )
-    return None
+        for index, (message, probe) in enumerate(claimed)
+    ]
 
 
 def outbox_claim_next(*, now: datetime | None = None) -> Claim | None:
     """Claim the next message that may leave now, on any chip; None when there is none."""
+    claims = outbox_claim_batch(now=now, limit=1)
+    return claims[0] if claims else None
+
+
+def outbox_claim_batch(*, now: datetime | None = None, limit: int | None = None) -> list[Claim]:
+    """Claim what may leave now on the most urgent ready chip; empty when nothing may.
+
+    Up to `limit` (OUTBOX_REPLY_BATCH) live messages of one chip, to be sent
+    in order by the caller (see `_claim_on_chip`); one message otherwise.
+    """
+    limit = settings.OUTBOX_REPLY_BATCH if limit is None else limit
     tried: set[int] = set()
     while True:
         now = now or timezone.now()
         with transaction.atomic():
             chip = _lock_ready_chip(now=now, skip=tried)
             if chip is None:
-                return None
-            claim = _claim_on_chip(chip, now=now)
-        if claim is not None:
-            return claim
+                return []
+            claims = _claim_on_chip(chip, now=now, limit=limit)
+        if claims:
+            return claims
         # Everything due on that chip was held, cancelled or locked by someone
         # else; look at the other chips.
         tried.add(chip.pk)
+
+
+def _lease_covers_a_send(claim: Claim) -> bool:
+    """Whether a send started now ends, at its slowest, before the claim's lease."""
+    slowest = settings.OUTBOX_HTTP_TIMEOUT_SECONDS + settings.OUTBOX_HTTP_CONNECT_TIMEOUT_SECONDS
+    return timezone.now() + timedelta(seconds=slowest) < claim.lease_expires_at
+
+
+def outbox_release_claims(claims: list[Claim]) -> int:
+    """Put claimed messages that were never handed to the provider back in the queue.
+
+    The rest of a batch after a failed send: the chip's trouble is recorded
+    first, and these wait for the next claim as if never claimed (their
+    attempt is not counted), so a failing chip burns nothing.
+    """
+    if not claims:
+        return 0
+    now = timezone.now()
+    # The chip was kept busy for these until the batch's lease end: free it
+    # (unless a failure recorded its own wait since).
+    Chip.objects.filter(pk=claims[0].chip_id, next_send_at=claims[0].lease_expires_at).update(
+        next_send_at=now
+    )
+    released = 0
+    for claim in claims:
+        released += Message.objects.filter(
+            pk=claim.message_id,
+            status=Message.Status.SENDING,
+            attempts=claim.attempt,
+            lease_owner=lease_owner(),
+        ).update(
+            status=Message.Status.QUEUED,
+            attempts=F("attempts") - 1,
+            lease_expires_at=None,
+            lease_owner="",
+            updated_at=now,
+        )
+    return released
 
 
 # --- Sending and recording ----------------------------------------------------------------
@@ -510,10 +596,13 @@ def outbox_record_result(
             # (campaigns moving a chip's unsent messages) see it too.
             if kind == ErrorKind.RESTRICTED:
                 chip_fields += _quarantine(chip, error=error, now=now)
-        if message is None and chip.next_send_at and chip.next_send_at > next_send_at:
+        if claim.more_follow and result.ok:
+            pass  # the rest of this worker's batch keeps the chip busy
+        elif message is None and chip.next_send_at and chip.next_send_at > next_send_at:
             # Another worker holds the chip for its own send now: keep its hold.
-            next_send_at = chip.next_send_at
-        chip.next_send_at = next_send_at
+            pass
+        else:
+            chip.next_send_at = next_send_at
         chip.save(update_fields=sorted(set(chip_fields)))
         # Last, so the shared counter row stays locked only until the commit.
         counter_inc(
@@ -813,14 +902,22 @@ def outbox_drain(
     report = DrainReport(recovered=outbox_recover_expired_leases())
     with provider_client(transport=transport) as client:
         while True:
-            claim = outbox_claim_next()
-            if claim is not None:
-                result = outbox_send_claimed(claim=claim, client=client)
-                report.attempts += 1
-                if result.ok:
-                    report.sent += 1
-                else:
-                    report.failed += 1
+            claims = outbox_claim_batch()
+            if claims:
+                for index, claim in enumerate(claims):
+                    if index and not _lease_covers_a_send(claim):
+                        # Slow sends ate the lease: the rest must not outlive it.
+                        outbox_release_claims(claims[index:])
+                        break
+                    result = outbox_send_claimed(claim=claim, client=client)
+                    report.attempts += 1
+                    if result.ok:
+                        report.sent += 1
+                    else:
+                        report.failed += 1
+                        # The chip is in trouble (recorded above): the rest waits.
+                        outbox_release_claims(claims[index + 1 :])
+                        break
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -369,6 +369,10 @@ OUTBOX_DRAIN_SECONDS = env.float("OUTBOX_DRAIN_SECONDS", default=25.0)
 # at most this many of them per minute (a flood ceiling, not a pace: a burst up
 # to it goes at once). Meta allows 80 messages per second per number.
 OUTBOX_REPLY_MAX_PER_MINUTE = env.int("OUTBOX_REPLY_MAX_PER_MINUTE", default=300)
+# Live messages (replies, system, human) of one chip claimed together and sent
+# one after another by one worker: a chip answering many leads at once pays
+# its lock and due query once per batch. 1 claims one message at a time.
+OUTBOX_REPLY_BATCH = env.int("OUTBOX_REPLY_BATCH", default=10)
 # The gap before the next part of a multi-part reply, as if typed: this many
 # seconds per character of that part, within the bounds.
 OUTBOX_REPLY_GAP_SECONDS_PER_CHAR = env.float("OUTBOX_REPLY_GAP_SECONDS_PER_CHAR", default=0.03)
