@@ -10,6 +10,9 @@ class ChannelsConfig(AppConfig):
     def ready(self) -> None:
         from channels.chip_cache import chip_cache_clear
         from channels.models import Chip
+        from core.fields import secret_keys_derive
 
         post_save.connect(chip_cache_clear, sender=Chip, dispatch_uid="chip_cache_clear_save")
         post_delete.connect(chip_cache_clear, sender=Chip, dispatch_uid="chip_cache_clear_delete")
+        # Before gunicorn or django-q2 fork their workers (see core.fields).
+        secret_keys_derive()

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import cached_property
 from encrypted_fields.fields import EncryptedCharField
 
 # Every Fernet token starts with its version byte 0x80, base64 "gAAAAA".
 _FERNET_PREFIX = "gAAAAA"
+
+# The library derives its keys (PBKDF2, 100,000 rounds) once per field: a
+# chip's five credentials cost every new process five derivations on its first
+# chip (about 70 ms of CPU here, again after every worker recycle). They all
+# derive the same keys from the same settings, so they share one derivation.
+_derived: dict[tuple[tuple[str, ...], tuple[str, ...]], list[bytes]] = {}
+_derived_lock = threading.Lock()
+
+
+def _key_settings() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    salts = settings.SALT_KEY if isinstance(settings.SALT_KEY, list) else [settings.SALT_KEY]
+    secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return tuple(secrets), tuple(salts)
 
 
 class SecretField(EncryptedCharField):
@@ -20,6 +36,16 @@ class SecretField(EncryptedCharField):
     decrypts is an error rather than a ciphertext handed to a provider as if
     it were the credential.
     """
+
+    @cached_property
+    def keys(self) -> list[bytes]:
+        # The library's own derivation, run by the first field that needs it.
+        with _derived_lock:
+            key = _key_settings()
+            keys = _derived.get(key)
+            if keys is None:
+                keys = _derived[key] = EncryptedCharField.keys.func(self)
+            return keys
 
     def get_prep_value(self, value: Any) -> Any:
         if value in (None, ""):
@@ -35,3 +61,18 @@ class SecretField(EncryptedCharField):
                 "or SALT_KEY."
             )
         return plain
+
+
+def secret_keys_derive() -> None:
+    """Derive the credentials' keys now, in a process about to fork its workers.
+
+    Called when the apps are ready: a web or task worker forked afterwards
+    inherits them instead of spending its first chip's time deriving them.
+    """
+    from django.apps import apps
+
+    for model in apps.get_models():
+        for field in model._meta.get_fields():
+            if isinstance(field, SecretField):
+                field.keys  # noqa: B018 - the cached derivation is the point
+                return
