@@ -19,8 +19,8 @@ process has to stay alive (or asleep) to remember it:
   each `dequeue` first moves the due ones to the queue (atomically, in one
   Lua script) and blocks no longer than until the next one is due. A task
   held while the pusher is already blocked wakes it through a second list
-  the pusher blocks on too: otherwise it would wait out the block (up to a
-  second: half a second added to every lead's answer, on average).
+  the pusher blocks on too: otherwise a task due sooner than the block's end
+  (up to a second) would wait for it.
 
 A held task is late by at most the broker's poll (ORM, `poll`) or a few
 milliseconds (Redis), plus whatever backlog is ahead of it.
