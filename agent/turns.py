@@ -273,6 +273,12 @@ def _process_turn(
             return ProcessResult(status=ANSWERED, detail=gettext("Message already answered"))
     if not turn:
         return ProcessResult(status=ANSWERED, detail="Nada a responder")
+    for message in turn:
+        # Loaded above with its lead and chip: the typing call and the plan
+        # read them through each message without loading them again.
+        message.conversation = conversation
+        if message.chip_id == conversation.chip_id:
+            message.chip = conversation.chip
 
     if trigger == AgentRun.Trigger.INBOUND:
         if turn[-1].pk != resumed_for:

@@ -8,6 +8,8 @@ import json
 import httpx
 import pytest
 import respx
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from agent import tasks
 from conversations.models import Message
@@ -73,6 +75,26 @@ def test_evolution_shows_composing_when_a_turn_starts():
     assert typing_count("ok") == 1
     # The turn was answered as usual.
     assert Message.objects.filter(reply_to=message).exists()
+
+
+def test_the_typing_call_reuses_the_turns_conversation_lead_and_chip(settings):
+    """The turn loaded them once; the typing call must not load them again per message."""
+    settings.AGENT_BURST_WINDOW_SECONDS = 60  # the first task: typing, then the wait
+    message = inbound_on(evolution_chip())
+    with (
+        respx.mock(assert_all_mocked=True) as router,
+        CaptureQueriesContext(connection) as queries,
+    ):
+        presence = router.post(f"{EVOLUTION}/chat/sendPresence/inst1").respond(201, json={})
+        assert tasks.answer_message(message.pk) == "waiting"
+
+    assert presence.call_count == 1
+    reloads = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith(('SELECT "channels_chip"', 'SELECT "conversations_lead"'))
+    ]
+    assert reloads == []
 
 
 def test_meta_marks_the_message_read_with_the_typing_indicator():
