@@ -329,11 +329,8 @@ def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
     for message in candidates[: max(20, limit)]:
         live = message.purpose in pacing.LIVE_PURPOSES
         if claimed:
-            batch_open = (
-                live and not claimed[0][1] and claimed[0][0].purpose in pacing.LIVE_PURPOSES
-            )
-            if not batch_open or len(claimed) >= limit:
-                break
+            if not live:
+                break  # a batch holds live messages only
             if message.conversation_id in conversations:
                 continue  # its earlier part is in this batch: the typing gap comes first
             if pacing.chip_reply_ready_at(chip, now=now) is not None:
@@ -376,6 +373,8 @@ def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
             chip_fields += pacing.chip_reply_count(chip, now=now)
         claimed.append((message, probe))
         conversations.add(message.conversation_id)
+        if len(claimed) >= limit or probe or not live:
+            break  # a business message or a circuit probe leaves alone
     if not claimed:
         return []
     # Busy until the last answer is recorded (or the lease ends, if this worker dies).
@@ -596,12 +595,11 @@ def outbox_record_result(
             # (campaigns moving a chip's unsent messages) see it too.
             if kind == ErrorKind.RESTRICTED:
                 chip_fields += _quarantine(chip, error=error, now=now)
-        if claim.more_follow and result.ok:
-            pass  # the rest of this worker's batch keeps the chip busy
-        elif message is None and chip.next_send_at and chip.next_send_at > next_send_at:
-            # Another worker holds the chip for its own send now: keep its hold.
-            pass
-        else:
+        # Keep the chip's hold while the rest of this worker's batch follows, or
+        # while another worker holds it for its own send (our lease ran out).
+        batch_goes_on = claim.more_follow and result.ok
+        held_by_another = message is None and chip.next_send_at and chip.next_send_at > next_send_at
+        if not (batch_goes_on or held_by_another):
             chip.next_send_at = next_send_at
         chip.save(update_fields=sorted(set(chip_fields)))
         # Last, so the shared counter row stays locked only until the commit.
