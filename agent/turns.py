@@ -32,6 +32,7 @@ from agent.selectors import (
     profile_for,
     why_not_answer,
 )
+from channels.event_backlog import webhook_events_unprocessed
 from conversations.handoffs import handoff_open
 from conversations.models import Conversation, Lead, Message
 from conversations.outbox import outbox_cancel, outbox_enqueue
@@ -44,6 +45,8 @@ from core.metrics import histogram_observe
 logger = logging.getLogger(__name__)
 
 ANSWER_TASK = "agent.tasks.answer_message"
+# How soon a turn whose window ended looks again when intake still holds part of it.
+INTAKE_RECHECK = timedelta(seconds=0.5)
 SUPERSEDED_REASON = _(
     "Superseded: the lead wrote again before the send and got the reply to the newest message"
 )
@@ -103,21 +106,49 @@ def turn_quiet_at(turn: list[Message]) -> datetime:
     """When the lead's burst counts as finished and the turn may be answered.
 
     Quiet for AGENT_BURST_WINDOW_SECONDS after the last message, but never
-    later than AGENT_BURST_MAX_WAIT_SECONDS after the burst began (a lead who
-    keeps typing still gets an answer). The burst is the run of messages each
-    less than a window after the one before; an older unanswered message does
-    not shorten the wait.
+    later than `turn_latest_at` (a lead who keeps typing still gets an
+    answer). Counted from when each message reached us (`arrived_at`), not
+    from when intake stored it: a slow intake is not added to the wait.
     """
-    last = turn[-1].created_at
+    last = turn[-1].arrived_at
     window = timedelta(seconds=settings.AGENT_BURST_WINDOW_SECONDS)
     if window <= timedelta(0):
         return last
-    began = last
+    return min(last + window, turn_latest_at(turn))
+
+
+def turn_latest_at(turn: list[Message]) -> datetime:
+    """AGENT_BURST_MAX_WAIT_SECONDS after the burst began: the turn waits no longer.
+
+    The burst is the run of messages each less than a window after the one
+    before; an older unanswered message does not shorten the wait.
+    """
+    window = timedelta(seconds=settings.AGENT_BURST_WINDOW_SECONDS)
+    began = turn[-1].arrived_at
     for earlier in reversed(turn[:-1]):
-        if began - earlier.created_at >= window:
+        if began - earlier.arrived_at >= window:
             break
-        began = earlier.created_at
-    return min(last + window, began + timedelta(seconds=settings.AGENT_BURST_MAX_WAIT_SECONDS))
+        began = earlier.arrived_at
+    return began + timedelta(seconds=settings.AGENT_BURST_MAX_WAIT_SECONDS)
+
+
+def turn_due_at(turn: list[Message], *, chip_id: int, now: datetime) -> datetime:
+    """When to answer the turn: once quiet, and once intake has stored its burst.
+
+    Quiet is counted from arrival, so when intake lags the window can end
+    while a message the lead sent inside it still waits in line as a webhook
+    event. Answering then would answer half the burst and the rest again
+    right after: the turn looks again shortly, up to `turn_latest_at`.
+    """
+    quiet = turn_quiet_at(turn)
+    latest = turn_latest_at(turn)
+    if quiet > now or now >= latest:
+        return quiet
+    if webhook_events_unprocessed(
+        chip_id=chip_id, received_from=turn[-1].arrived_at, received_before=quiet
+    ):
+        return min(now + INTAKE_RECHECK, latest)
+    return quiet
 
 
 def _resume_later(*, conversation_id: int, token: str, message_id: int, due: datetime) -> bool:
@@ -286,7 +317,7 @@ def _process_turn(
             # for a message that came during the wait: it marks it read too);
             # never fails the turn.
             presence_typing(message=turn[-1])
-        due = turn_quiet_at(turn)
+        due = turn_due_at(turn, chip_id=conversation.chip_id, now=timezone.now())
         if due > timezone.now() and _resume_later(
             conversation_id=conversation_id, token=token, message_id=turn[-1].pk, due=due
         ):
@@ -297,7 +328,7 @@ def _process_turn(
             )
 
     histogram_observe(
-        "agent_debounce_seconds", (timezone.now() - turn[-1].created_at).total_seconds()
+        "agent_debounce_seconds", (timezone.now() - turn[-1].arrived_at).total_seconds()
     )
     profile = profile_for(conversation=conversation) or default_profile()
     run = AgentRun.objects.create(
@@ -379,7 +410,7 @@ def _apply(*, conversation: Conversation, plan: TurnPlan, turn: list[Message]) -
     if replies:
         # What the lead feels (agent_response_seconds) is observed when the
         # provider accepts the first part, in the outbox.
-        histogram_observe("agent_turn_seconds", (now - last.created_at).total_seconds())
+        histogram_observe("agent_turn_seconds", (now - last.arrived_at).total_seconds())
     if plan.kind == AgentRun.Kind.LLM and plan.llm_ms is not None:
         histogram_observe("agent_llm_seconds", plan.llm_ms / 1000)
     return replies

@@ -242,7 +242,7 @@ def _stages(
 
     parts: dict[str, list[float]] = {
         "intake (posted -> message stored)": [],
-        "turn start after the window (stored + window -> run started)": [],
+        "turn start after the window (received + window -> run started)": [],
         "turn (run started -> reply queued)": [],
         "outbox (reply queued -> provider accepted)": [],
     }
@@ -260,10 +260,12 @@ def _stages(
         if phone not in accepted or reply.reply_to_id not in runs:
             continue
         stored = reply.reply_to.created_at.timestamp()
+        # The window counts from the webhook's arrival; intake runs inside it.
+        arrived = reply.reply_to.arrived_at.timestamp()
         run = runs[reply.reply_to_id]
         parts["intake (posted -> message stored)"].append(stored - posted[phone])
-        parts["turn start after the window (stored + window -> run started)"].append(
-            run.started_at.timestamp() - stored - window
+        parts["turn start after the window (received + window -> run started)"].append(
+            run.started_at.timestamp() - arrived - window
         )
         parts["turn (run started -> reply queued)"].append(
             reply.created_at.timestamp() - run.started_at.timestamp()

@@ -139,8 +139,8 @@ class MessageInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
-        # What the lead felt, per turn: from its last message (the replies'
-        # reply_to) to the provider accepting the first part of the answer.
+        # What the lead felt, per turn: from its last message's arrival (the
+        # replies' reply_to) to the provider accepting the first part of the answer.
         return super().get_queryset(request).annotate(first_reply_sent_at=Min("replies__sent_at"))
 
     @admin.display(description=_("Response time"))
@@ -148,7 +148,7 @@ class MessageInline(admin.TabularInline):
         sent_at = getattr(obj, "first_reply_sent_at", None)
         if obj.direction != Message.Direction.INBOUND or sent_at is None:
             return ""
-        return f"{(sent_at - obj.created_at).total_seconds():.1f} s"
+        return f"{(sent_at - obj.arrived_at).total_seconds():.1f} s"
 
 
 class HandoffInline(admin.TabularInline):
@@ -498,6 +498,7 @@ class MessageAdmin(PhoneSearchMixin, admin.ModelAdmin):
         "lease_expires_at",
         "last_error",
         "provider_timestamp",
+        "received_at",
         "processed_at",
         "sent_at",
         "delivered_at",

@@ -266,6 +266,7 @@ def inbound_message_ingest(
                 status=Message.Status.RECEIVED,
                 **_message_fields(message),
                 webhook_event=webhook_event,
+                received_at=webhook_event.received_at if webhook_event is not None else now,
             )
     except IntegrityError:
         # uniq_inbound_message_per_chip: the provider sent this message id before.

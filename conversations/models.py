@@ -1,3 +1,5 @@
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -269,6 +271,11 @@ class Message(models.Model):
     lease_owner = models.CharField(_("lease owner"), max_length=120, blank=True)
     last_error = models.TextField(_("last error"), blank=True)
     provider_timestamp = models.DateTimeField(_("provider timestamp"), null=True, blank=True)
+    # When the lead's message reached the platform (its webhook's arrival),
+    # earlier than `created_at` by however long intake took: the lead's burst
+    # window and response time count from here, so a slow intake is not
+    # added on top of the wait for the lead to finish typing.
+    received_at = models.DateTimeField(_("received at"), null=True, blank=True)
     processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
@@ -348,6 +355,11 @@ class Message(models.Model):
         arrow = "←" if self.direction == self.Direction.INBOUND else "→"
         preview = (self.body or self.get_kind_display())[:40]
         return f"{arrow} {preview}"
+
+    @property
+    def arrived_at(self) -> datetime:
+        """When the platform got this message: its webhook's arrival, else its row's creation."""
+        return self.received_at or self.created_at
 
 
 class Handoff(models.Model):

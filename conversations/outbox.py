@@ -43,6 +43,7 @@ import httpx
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -661,9 +662,12 @@ def _observe_response(message: Message, *, now: datetime) -> None:
     ).exclude(pk=message.pk)
     if earlier.exists():
         return
-    asked_at = Message.objects.filter(pk=message.reply_to_id).values_list("created_at", flat=True)
-    for created_at in asked_at:
-        histogram_observe("agent_response_seconds", (now - created_at).total_seconds())
+    # From the moment the lead's message reached us: intake's time is part of the wait.
+    asked_at = Message.objects.filter(pk=message.reply_to_id).values_list(
+        Coalesce("received_at", "created_at"), flat=True
+    )
+    for arrived_at in asked_at:
+        histogram_observe("agent_response_seconds", (now - arrived_at).total_seconds())
     histogram_observe("outbox_reply_wait_seconds", (now - message.created_at).total_seconds())
 
 

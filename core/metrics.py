@@ -134,13 +134,13 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
 # UPDATE) plus one row for the sum in milliseconds; the collector adds up.
 HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
     "agent_response_seconds": (
-        "Seconds from the lead's last message of a turn to the provider accepting the first "
-        "part of the reply: what the lead feels.",
+        "Seconds from the lead's last message of a turn reaching the platform (its webhook) "
+        "to the provider accepting the first part of the reply: what the lead feels.",
         (1, 2, 3, 5, 6, 8, 10, 15, 30, 60, 120, 300),
     ),
     "agent_debounce_seconds": (
-        "Seconds from the lead's last message of a turn to the agent starting to answer it "
-        "(the burst window plus any queueing).",
+        "Seconds from the lead's last message of a turn reaching the platform to the agent "
+        "starting to answer it (the burst window plus any queueing).",
         (0.5, 1, 2, 4, 5, 6, 8, 10, 30, 60, 120),
     ),
     "agent_llm_seconds": (
@@ -148,7 +148,8 @@ HISTOGRAMS: dict[str, tuple[str, tuple[float, ...]]] = {
         (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
     ),
     "agent_turn_seconds": (
-        "Seconds from the lead's last message of a turn to the agent's reply being queued.",
+        "Seconds from the lead's last message of a turn reaching the platform to the agent's "
+        "reply being queued.",
         (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300),
     ),
     "outbox_reply_wait_seconds": (

@@ -1,6 +1,7 @@
 """The LLM agent against a local fake OpenAI-compatible server: the real client, real HTTP."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
@@ -267,6 +268,11 @@ def test_response_time_is_measured_to_the_provider_accepting_the_first_part(
     chip.save()
     fake_openai.script(completion("Oi, Daniella!\n\nTemos horários amanhã."))
     inbound = InboundMessageFactory(conversation=conversation, body="oi")
+    # It waited 3 s in intake's line before it was stored: the lead waited too.
+    Message.objects.filter(pk=inbound.pk).update(
+        received_at=inbound.created_at - timedelta(seconds=3)
+    )
+    inbound.refresh_from_db()
     tasks.answer_message(inbound.pk)
 
     text = client.get("/metrics").content.decode()
@@ -285,6 +291,7 @@ def test_response_time_is_measured_to_the_provider_accepting_the_first_part(
     # One observation per turn, however many parts the reply has.
     assert "agent_response_seconds_count 1.0" in text
     assert 'agent_response_seconds_bucket{le="+Inf"} 1.0' in text
+    assert 'agent_response_seconds_bucket{le="2.0"} 0.0' in text
     assert "outbox_reply_wait_seconds_count 1.0" in text
     # The conversation page shows the turn's response time next to the lead's message.
     page = superuser_client.get(
@@ -292,7 +299,8 @@ def test_response_time_is_measured_to_the_provider_accepting_the_first_part(
     ).content.decode()
     assert "Tempo de resposta" in page
     first = Message.objects.filter(reply_to=inbound).order_by("pk").first()
-    waited = (first.sent_at - inbound.created_at).total_seconds()
+    waited = (first.sent_at - inbound.received_at).total_seconds()
+    assert waited >= 3
     assert f"{waited:.1f} s" in page
 
 
