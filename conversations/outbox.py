@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 
 import httpx
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -156,24 +156,48 @@ def outbox_enqueue(
         sent_by=sent_by,
         next_attempt_at=not_before or timezone.now(),
     )
-    outbox_kick()
+    outbox_kick(chip_id=conversation.chip_id)
     return message
 
 
-def outbox_kick() -> None:
+def outbox_kick(*, chip_id: int | None = None) -> None:
     """Ask a worker to send what is due, once the current transaction commits.
 
     Only a nudge: the periodic sweep sends everything anyway, so a broker that
     drops this task delays messages by at most one sweep.
+
+    With `chip_id`, no worker is asked while that chip is held (see
+    `_chip_held`): under a burst of replies on one chip, one kick per reply
+    used to cost the sending cluster as much as the sends, for kicks that
+    found nothing left to claim.
     """
-    transaction.on_commit(
-        lambda: enqueue_nudge(
+
+    def nudge() -> None:
+        if chip_id is not None and _chip_held(chip_id):
+            return
+        enqueue_nudge(
             "conversations.tasks.outbox_send_now",
             group="outbox",
             save=False,
             failure="outbox: could not enqueue the sender task",
         )
-    )
+
+    transaction.on_commit(nudge)
+
+
+def _chip_held(chip_id: int) -> bool:
+    """The chip's next send is ahead: a kick now would claim nothing on it.
+
+    Either a worker holds it for a batch (`next_send_at` is its lease's end),
+    and that worker claims again once the batch is recorded, finding what
+    committed meanwhile; or the provider asked us to wait (a 429), and the
+    sweep sends when the wait is over. Checked after our commit, so a chip
+    freed before the check gets its kick. A failed check kicks anyway.
+    """
+    try:
+        return Chip.objects.filter(pk=chip_id, next_send_at__gt=timezone.now()).exists()
+    except DatabaseError:
+        return False
 
 
 # --- Claiming -----------------------------------------------------------------------------
