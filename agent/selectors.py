@@ -175,6 +175,26 @@ def pending_turn(*, conversation_id: int) -> list[Message]:
     return list(reversed(messages))
 
 
+def latest_inbound_after(*, conversation_id: int, message_id: int) -> int | None:
+    """The id of the lead's latest message stored after `message_id`, if any.
+
+    What a turn that answered up to `message_id` looks for once it let go of
+    the conversation (one indexed read instead of `pending_turn`'s three): a
+    message stored meanwhile had its own task turned away as busy.
+    """
+    return (
+        Message.objects.filter(
+            conversation_id=conversation_id,
+            direction=Message.Direction.INBOUND,
+            pk__gt=message_id,
+        )
+        .exclude(status=Message.Status.IGNORED)
+        .order_by("-created_at", "-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
 def message_is_answered(*, message: Message) -> bool:
     """A live answer covers this message (a reply to it or to a later one, or a later human one)."""
     return _live_answers(message.conversation_id).filter(_answers(of=message)).exists()

@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, F, TextField, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -28,6 +29,7 @@ from agent.planning import TurnPlan, describe_error, failure_plan, ms_since, pla
 from agent.selectors import (
     MAX_TURN_MESSAGES,
     default_profile,
+    latest_inbound_after,
     pending_turn,
     profile_for,
     why_not_answer,
@@ -223,9 +225,15 @@ def message_reply(
     # lease, so a message committed at any moment is seen either here or by
     # its own task. A new task rather than a loop here: the task's time limit
     # holds one turn, not several.
-    turn = pending_turn(conversation_id=message.conversation_id)
-    if turn and (result.message_id is None or turn[-1].pk > result.message_id):
-        agent_enqueue(turn[-1].pk)
+    if result.message_id is not None:
+        newer = latest_inbound_after(
+            conversation_id=message.conversation_id, message_id=result.message_id
+        )
+    else:
+        turn = pending_turn(conversation_id=message.conversation_id)
+        newer = turn[-1].pk if turn else None
+    if newer is not None:
+        agent_enqueue(newer)
     return result
 
 
@@ -382,10 +390,15 @@ def _apply(*, conversation: Conversation, plan: TurnPlan, turn: list[Message]) -
     if replies:
         _supersede_stale_replies(conversation=conversation, last=last)
     Message.objects.filter(pk__in=[m.pk for m in turn]).update(
-        status=Message.Status.PROCESSED, processed_at=now, updated_at=now
+        status=Message.Status.PROCESSED,
+        processed_at=now,
+        updated_at=now,
+        # The error also stays on the message it concerns, for the ops' message filters.
+        last_error=Case(
+            When(pk=last.pk, then=Value(plan.error, output_field=TextField())),
+            default=F("last_error"),
+        ),
     )
-    # The error also stays on the message it concerns, for the ops' message filters.
-    Message.objects.filter(pk=last.pk).update(last_error=plan.error)
     fields: dict[str, Any] = {"updated_at": now}
     if plan.flow_step is not None:
         fields["flow_step"] = plan.flow_step

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -110,3 +111,21 @@ def test_messages_queued_for_the_sweep_still_leave_once_the_provider_s_wait_is_o
     assert tasks.outbox_sweep(max_seconds=3)["sent"] == 1
     message.refresh_from_db()
     assert message.status == Message.Status.SENT
+
+
+def test_a_kick_that_finds_no_lease_lost_reads_the_leases_once_and_writes_nothing(
+    provider_chip, settings
+):
+    chip = provider_chip()
+    reply(chip, "oi")
+    claim = outbox.outbox_claim_next()  # in flight, by this live process
+    assert claim is not None
+
+    with CaptureQueriesContext(connection) as queries:
+        assert outbox.outbox_recover_expired_leases() == 0
+
+    assert len(queries.captured_queries) == 1
+    # Once its lease is over, the same look gives it back to the queue.
+    later = timezone.now() + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS + 1)
+    assert outbox.outbox_recover_expired_leases(now=later) == 1
+    assert Message.objects.get(pk=claim.message_id).status == Message.Status.QUEUED
