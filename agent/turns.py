@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,8 +48,6 @@ from core.metrics import histogram_observe
 logger = logging.getLogger(__name__)
 
 ANSWER_TASK = "agent.tasks.answer_message"
-# How soon a turn whose window ended looks again when intake still holds part of it.
-INTAKE_RECHECK = timedelta(seconds=0.5)
 SUPERSEDED_REASON = _(
     "Superseded: the lead wrote again before the send and got the reply to the newest message"
 )
@@ -104,52 +103,59 @@ def agent_enqueue(message_id: int) -> None:
 # --- The burst window: scheduled, never slept ------------------------------------------------
 
 
-def turn_quiet_at(turn: list[Message]) -> datetime:
+def _arrived(message: Message) -> datetime:
+    return message.arrived_at
+
+
+def _stored(message: Message) -> datetime:
+    return message.created_at
+
+
+def turn_quiet_at(
+    turn: list[Message], *, clock: Callable[[Message], datetime] = _arrived
+) -> datetime:
     """When the lead's burst counts as finished and the turn may be answered.
 
     Quiet for AGENT_BURST_WINDOW_SECONDS after the last message, but never
-    later than `turn_latest_at` (a lead who keeps typing still gets an
-    answer). Counted from when each message reached us (`arrived_at`), not
-    from when intake stored it: a slow intake is not added to the wait.
+    later than AGENT_BURST_MAX_WAIT_SECONDS after the burst began (a lead who
+    keeps typing still gets an answer). The burst is the run of messages each
+    less than a window after the one before; an older unanswered message
+    does not shorten the wait.
+
+    Counted from when each message reached us (`arrived_at`), not from when
+    intake stored it: a slow intake is not added to the wait (see
+    `turn_due_at` for when it is).
     """
-    last = turn[-1].arrived_at
+    last = clock(turn[-1])
     window = timedelta(seconds=settings.AGENT_BURST_WINDOW_SECONDS)
     if window <= timedelta(0):
         return last
-    return min(last + window, turn_latest_at(turn))
-
-
-def turn_latest_at(turn: list[Message]) -> datetime:
-    """AGENT_BURST_MAX_WAIT_SECONDS after the burst began: the turn waits no longer.
-
-    The burst is the run of messages each less than a window after the one
-    before; an older unanswered message does not shorten the wait.
-    """
-    window = timedelta(seconds=settings.AGENT_BURST_WINDOW_SECONDS)
-    began = turn[-1].arrived_at
+    began = last
     for earlier in reversed(turn[:-1]):
-        if began - earlier.arrived_at >= window:
+        if began - clock(earlier) >= window:
             break
-        began = earlier.arrived_at
-    return began + timedelta(seconds=settings.AGENT_BURST_MAX_WAIT_SECONDS)
+        began = clock(earlier)
+    return min(last + window, began + timedelta(seconds=settings.AGENT_BURST_MAX_WAIT_SECONDS))
 
 
 def turn_due_at(turn: list[Message], *, chip_id: int, now: datetime) -> datetime:
-    """When to answer the turn: once quiet, and once intake has stored its burst.
+    """When to answer the turn: once quiet, and not before intake holds its burst.
 
-    Quiet is counted from arrival, so when intake lags the window can end
+    When intake lags (a flood), the window counted from arrival can end
     while a message the lead sent inside it still waits in line as a webhook
-    event. Answering then would answer half the burst and the rest again
-    right after: the turn looks again shortly, up to `turn_latest_at`.
+    event: answering then would answer half the burst, and the rest again
+    right after. The window then counts from storage, as it always did:
+    intake stores deliveries about in the order they came, so what the lead
+    sent within the window is stored within the window after this one. One
+    indexed read, made only once the window by arrival is over.
     """
     quiet = turn_quiet_at(turn)
-    latest = turn_latest_at(turn)
-    if quiet > now or now >= latest:
+    if quiet > now:
         return quiet
     if webhook_events_unprocessed(
         chip_id=chip_id, received_from=turn[-1].arrived_at, received_before=quiet
     ):
-        return min(now + INTAKE_RECHECK, latest)
+        return max(quiet, turn_quiet_at(turn, clock=_stored))
     return quiet
 
 

@@ -1,9 +1,9 @@
 """The burst window counts from the moment the lead's message reached us, not from storage.
 
-When intake lags (a flood, a slow worker), the time a delivery waited in line
-is part of the lead's wait: it must not be added on top of the window. And a
-message the lead sent inside the window that still waits in line must not be
-left out of the turn.
+The time a delivery waited in intake's line is part of the lead's wait: it
+must not be added on top of the window. But a message the lead sent inside
+the window that still waits in line must not be left out of the turn: then
+the window counts from storage, as it did before.
 """
 
 from datetime import timedelta
@@ -13,7 +13,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from agent import tasks
-from agent.turns import INTAKE_RECHECK, turn_due_at
+from agent.turns import turn_due_at
 from channels import tasks as channel_tasks
 from channels.models import WebhookEvent
 from conversations.models import Message
@@ -86,11 +86,10 @@ def test_a_message_still_in_intake_s_line_joins_the_turn_instead_of_a_second_ans
     OrmQ.objects.all().delete()
 
     # By arrival, its only stored message's window ended 2 s ago; but part of
-    # the burst is not stored yet: look again shortly.
-    started = timezone.now()
+    # the burst is not stored yet: the window counts from storage instead.
     assert tasks.answer_message(first.pk) == "waiting"
     [(args, kwargs, due)] = held_answers()
-    assert started < due <= timezone.now() + INTAKE_RECHECK
+    assert due == first.created_at + timedelta(seconds=WINDOW)
     assert not fake_openai.requests
 
     OrmQ.objects.all().delete()
@@ -131,7 +130,10 @@ def test_only_this_chip_s_unprocessed_deliveries_inside_the_window_hold_the_turn
     now = timezone.now()
     conversation = ConversationFactory(chip=chip)
     message = InboundMessageFactory(conversation=conversation, body="oi")
-    Message.objects.filter(pk=message.pk).update(received_at=now - timedelta(seconds=6))
+    # Arrived 6 s ago, stored 1 s ago.
+    Message.objects.filter(pk=message.pk).update(
+        received_at=now - timedelta(seconds=6), created_at=now - timedelta(seconds=1)
+    )
     message.refresh_from_db()
     event = WebhookEventFactory(
         chip=ChipFactory(provider="sandbox") if other_chip else chip, status=status
@@ -141,22 +143,28 @@ def test_only_this_chip_s_unprocessed_deliveries_inside_the_window_hold_the_turn
 
     due = turn_due_at([message], chip_id=chip.pk, now=now)
 
-    quiet = message.received_at + timedelta(seconds=WINDOW)
-    assert due == (now + INTAKE_RECHECK if waits else quiet)
+    by_arrival = message.received_at + timedelta(seconds=WINDOW)
+    by_storage = message.created_at + timedelta(seconds=WINDOW)
+    assert due == (by_storage if waits else by_arrival)
 
 
-def test_a_delivery_stuck_in_line_delays_the_turn_no_longer_than_the_longest_wait(chip):
+def test_a_lead_who_keeps_typing_while_intake_lags_is_still_answered_after_the_longest_wait(
+    chip,
+):
     now = timezone.now()
     conversation = ConversationFactory(chip=chip)
-    message = InboundMessageFactory(conversation=conversation, body="oi")
-    Message.objects.filter(pk=message.pk).update(received_at=now - timedelta(seconds=14.8))
-    message.refresh_from_db()
+    turn = []
+    for seconds_ago in (12, 9, 6, 3, 0):  # stored 3 s apart: never quiet for 4 s
+        message = InboundMessageFactory(conversation=conversation, body=f"parte {seconds_ago}")
+        Message.objects.filter(pk=message.pk).update(
+            created_at=now - timedelta(seconds=seconds_ago),
+            received_at=now - timedelta(seconds=seconds_ago + 5),
+        )
+        message.refresh_from_db()
+        turn.append(message)
+    # A delivery received after the last message and before its window ended is still in line.
     event = WebhookEventFactory(chip=chip)
-    WebhookEvent.objects.filter(pk=event.pk).update(received_at=now - timedelta(seconds=12))
-    latest = message.received_at + timedelta(seconds=15)
+    WebhookEvent.objects.filter(pk=event.pk).update(received_at=now - timedelta(seconds=3))
 
-    assert turn_due_at([message], chip_id=chip.pk, now=now) == latest
-    # At the longest wait, answered with what is stored.
-    assert turn_due_at([message], chip_id=chip.pk, now=latest) == message.received_at + timedelta(
-        seconds=WINDOW
-    )
+    # 15 s after the burst began, by storage.
+    assert turn_due_at(turn, chip_id=chip.pk, now=now) == turn[0].created_at + timedelta(seconds=15)
