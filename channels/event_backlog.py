@@ -17,8 +17,8 @@ def webhook_events_unprocessed(
     *, chip_id: int, received_from: datetime, received_before: datetime
 ) -> bool:
     """True when the chip has deliveries received in [from, before) not processed yet."""
-    # Served by the partial index on events still `received` (webhook_pending_idx):
-    # those are only the ones in line, however large the table.
+    # An index range scan (webhook_status_idx: status, received_at) over the
+    # events still in line in that period, however large the table.
     return WebhookEvent.objects.filter(
         chip_id=chip_id,
         status=WebhookEvent.Status.RECEIVED,
