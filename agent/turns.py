@@ -331,8 +331,9 @@ def _process_turn(
             # for a message that came during the wait: it marks it read too);
             # never fails the turn.
             presence_typing(message=turn[-1])
-        due = turn_due_at(turn, chip_id=conversation.chip_id, now=timezone.now())
-        if due > timezone.now() and _resume_later(
+        now = timezone.now()
+        due = turn_due_at(turn, chip_id=conversation.chip_id, now=now)
+        if due > now and _resume_later(
             conversation_id=conversation_id, token=token, message_id=turn[-1].pk, due=due
         ):
             return ProcessResult(

@@ -43,7 +43,6 @@ import httpx
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -687,11 +686,9 @@ def _observe_response(message: Message, *, now: datetime) -> None:
     if earlier.exists():
         return
     # From the moment the lead's message reached us: intake's time is part of the wait.
-    asked_at = Message.objects.filter(pk=message.reply_to_id).values_list(
-        Coalesce("received_at", "created_at"), flat=True
-    )
-    for arrived_at in asked_at:
-        histogram_observe("agent_response_seconds", (now - arrived_at).total_seconds())
+    asked = Message.objects.filter(pk=message.reply_to_id).only("received_at", "created_at").first()
+    if asked is not None:
+        histogram_observe("agent_response_seconds", (now - asked.arrived_at).total_seconds())
     histogram_observe("outbox_reply_wait_seconds", (now - message.created_at).total_seconds())
 
 
