@@ -10,14 +10,15 @@ the web process, the kernel and Redis, and one RPUSH of four packages about
 16 µs per package.
 
 `task_push_soon` adds the package to the process's pending list and returns
-at once. A thread of the process waits for the first one, lets more gather
-for TASK_PUSH_LINGER_SECONDS, and sends each queue's packages in one RPUSH:
-a task reaches its queue at most that much later, and never blocks the
-request, not even while Redis is unreachable (each failed batch is logged,
-and the sweep re-queues those events). What a process holds when it exits
-normally (a gunicorn worker's restart or shutdown) is sent by an exit hook;
-what it holds when it is killed, at most a linger's worth, waits for the
-sweep, as a push lost between the commit and the RPUSH always did.
+at once. A thread of the process sends the first one at once and, while more
+keep coming, what came meanwhile every TASK_PUSH_LINGER_SECONDS, each
+queue's packages in one RPUSH: a task reaches its queue at most that much
+later, and never blocks the request, not even while Redis is unreachable
+(each failed batch is logged, and the sweep re-queues those events). What a
+process holds when it exits normally (a gunicorn worker's restart or
+shutdown) is sent by an exit hook; what it holds when it is killed, at most
+a linger's worth, waits for the sweep, as a push lost between the commit and
+the RPUSH always did.
 
 A forked child starts with nothing pending and no thread: its parent sends
 what it held.
@@ -84,15 +85,22 @@ class _Relay:
         # The events are this thread's own: after a reset a new thread serves the relay.
         while not stop.is_set():
             wake.wait()
-            # Let the packages of the next requests join this batch (cut short at exit).
-            stop.wait(settings.TASK_PUSH_LINGER_SECONDS)
             wake.clear()
             if self._thread is not threading.current_thread():
                 return
-            self.flush()
+            # The first package after a quiet spell leaves at once. While more
+            # keep coming, one push per linger takes all that came meanwhile:
+            # each wake of this thread costs the process more CPU than a
+            # package does (waits cut short at exit).
+            while self._send() and not stop.wait(settings.TASK_PUSH_LINGER_SECONDS):
+                pass
 
     def flush(self) -> int:
         """Send every pending package now; how many were handed to their queue."""
+        return self._send(sent_only=True)
+
+    def _send(self, *, sent_only: bool = False) -> int:
+        """Send every pending package; how many were sent, or taken if not `sent_only`."""
         with self._sending:
             with self._lock:
                 batch = list(self._pending)
@@ -121,7 +129,7 @@ class _Relay:
                     )
                 else:
                     sent += len(packages)
-            return sent
+            return sent if sent_only else len(batch)
 
     def close(self) -> None:
         """At exit: stop the thread, wait for the batch it is sending, send the rest."""

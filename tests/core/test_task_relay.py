@@ -44,18 +44,32 @@ def relay_empty():
     task_relay._relay.reset()
 
 
-def test_packages_handed_over_reach_their_queue_in_one_push(redis_broker, relay_empty, settings):
+def test_the_first_package_after_a_quiet_spell_is_not_held(redis_broker, relay_empty, settings):
     queue, key = redis_broker
-    settings.TASK_PUSH_LINGER_SECONDS = 1.0  # far longer than handing five over takes
-    pushes_before = _rpush_calls(queue)
+    settings.TASK_PUSH_LINGER_SECONDS = 30
 
-    for n in range(5):
+    task_push_soon("alone", CLUSTER)
+
+    _wait_for_length(queue, key, 1)  # long before the linger is over
+    assert queue.lrange(key, 0, -1) == [b"alone"]
+
+
+def test_packages_that_keep_coming_leave_together_once_per_linger(
+    redis_broker, relay_empty, settings
+):
+    queue, key = redis_broker
+    settings.TASK_PUSH_LINGER_SECONDS = 1.0  # far longer than handing four over takes
+    pushes_before = _rpush_calls(queue)
+    task_push_soon("package-0", CLUSTER)
+    _wait_for_length(queue, key, 1)
+
+    for n in range(1, 5):
         task_push_soon(f"package-{n}", CLUSTER)
 
-    assert queue.llen(key) == 0  # handed over: the caller did not wait for Redis
+    assert queue.llen(key) == 1  # handed over: the caller did not wait for Redis
     _wait_for_length(queue, key, 5)
     assert queue.lrange(key, 0, -1) == [f"package-{n}".encode() for n in range(5)]
-    assert _rpush_calls(queue) - pushes_before == 1
+    assert _rpush_calls(queue) - pushes_before == 2
 
 
 def test_redis_unreachable_loses_the_batch_to_the_sweep_and_says_so(
@@ -76,13 +90,15 @@ def test_past_the_cap_the_oldest_are_dropped_and_counted(redis_broker, settings,
     queue, key = redis_broker
     settings.TASK_PUSH_LINGER_SECONDS = 30
     relay = task_relay._Relay(max_pending=4)
+    relay.add("first", CLUSTER)
+    _wait_for_length(queue, key, 1)  # sent at once; the thread now lingers
 
     for n in range(6):
         relay.add(f"package-{n}", CLUSTER)
     with caplog.at_level(logging.ERROR, logger="core.task_relay"):
         assert relay.flush() == 4
 
-    assert queue.lrange(key, 0, -1) == [f"package-{n}".encode() for n in range(2, 6)]
+    assert queue.lrange(key, 1, -1) == [f"package-{n}".encode() for n in range(2, 6)]
     assert "2 task(s) dropped while 4 waited for Redis" in caplog.text
     relay.close()
 
@@ -115,6 +131,8 @@ def test_a_forked_child_does_not_send_its_parents_packages_again(
 ):
     queue, key = redis_broker
     settings.TASK_PUSH_LINGER_SECONDS = 30
+    task_push_soon("first", CLUSTER)
+    _wait_for_length(queue, key, 1)  # sent at once; the thread now lingers
     task_push_soon("parent", CLUSTER)
 
     pid = os.fork()
@@ -128,9 +146,9 @@ def test_a_forked_child_does_not_send_its_parents_packages_again(
     _, status = os.waitpid(pid, 0)
 
     assert os.waitstatus_to_exitcode(status) == 0
-    assert queue.lrange(key, 0, -1) == [b"child"]
+    assert queue.lrange(key, 0, -1) == [b"first", b"child"]
     assert task_pushes_flush() == 1
-    assert queue.lrange(key, 0, -1) == [b"child", b"parent"]
+    assert queue.lrange(key, 0, -1) == [b"first", b"child", b"parent"]
 
 
 class _RedisHoldingReplies:
