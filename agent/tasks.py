@@ -1,5 +1,7 @@
 """django-q2 entry points of the agent; each one calls a service."""
 
+from typing import Any
+
 from agent.recovery import conversations_recover_stuck
 from agent.reprocess import message_reprocess_by_id
 from agent.turns import message_reply
@@ -7,17 +9,22 @@ from core.db import db_retry_transient
 from core.models import AuditEntry
 
 
-def answer_message(message_id: int, lease: str | None = None) -> str:
+def answer_message(
+    message_id: int, lease: str | None = None, ahead: dict[str, Any] | None = None
+) -> str:
     """Enqueued after ingest commits a lead's message (see agent.apps / AGENT_HOOKS).
 
     With `lease`: the same turn resumed once the lead stopped typing (it was
-    scheduled for then by agent.turns, holding the conversation's lease).
+    scheduled for then by agent.turns, holding the conversation's lease);
+    `ahead` is the plan made meanwhile (agent.plan_ahead), applied if still current.
 
     A turn cut by a database blip is answered again when the database is
     back (a turn is idempotent: an answered message is not answered twice),
     instead of waiting for the stuck-conversation recovery.
     """
-    return db_retry_transient(lambda: message_reply(message_id=message_id, lease=lease)).status
+    return db_retry_transient(
+        lambda: message_reply(message_id=message_id, lease=lease, ahead=ahead)
+    ).status
 
 
 def recover_stuck() -> dict[str, int]:

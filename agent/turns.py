@@ -26,6 +26,7 @@ from django.utils.translation import gettext_lazy as _
 
 from agent.leases import lease_acquire, lease_hold, lease_release
 from agent.models import AgentRun
+from agent.plan_ahead import PlannedTurn, planned_turn_current, turn_plan_ahead, turn_snapshot
 from agent.planning import TurnPlan, describe_error, failure_plan, ms_since, plan_turn
 from agent.selectors import (
     MAX_TURN_MESSAGES,
@@ -159,7 +160,14 @@ def turn_due_at(turn: list[Message], *, chip_id: int, now: datetime) -> datetime
     return quiet
 
 
-def _resume_later(*, conversation_id: int, token: str, message_id: int, due: datetime) -> bool:
+def _resume_later(
+    *,
+    conversation_id: int,
+    token: str,
+    message_id: int,
+    due: datetime,
+    planned: PlannedTurn | None = None,
+) -> bool:
     """Hold the conversation until `due` and have a worker resume the turn then.
 
     The worker is free meanwhile: no task sleeps through the window (two
@@ -170,7 +178,8 @@ def _resume_later(*, conversation_id: int, token: str, message_id: int, due: dat
     task held by the broker until `due` (core/brokers.py): durable as any
     queued task. Lost anyway (broker data gone), the lease expires and the
     stuck-conversation recovery answers. False when it could not be
-    scheduled: the caller answers at once instead.
+    scheduled: the caller answers at once instead. A plan made during the
+    window travels with it (agent.plan_ahead).
     """
     until = due + timedelta(seconds=settings.AGENT_LEASE_SECONDS)
     if not lease_hold(conversation_id=conversation_id, token=token, until=until):
@@ -182,6 +191,7 @@ def _resume_later(*, conversation_id: int, token: str, message_id: int, due: dat
                 ANSWER_TASK,
                 message_id,
                 lease=token,
+                ahead=planned.as_payload() if planned is not None else None,
                 group="agent",
                 cluster=agent_cluster(),
                 save=False,
@@ -202,13 +212,14 @@ def message_reply(
     trigger: str = AgentRun.Trigger.INBOUND,
     force: bool = False,
     lease: str | None = None,
+    ahead: dict[str, Any] | None = None,
 ) -> ProcessResult:
     """Answer the turn an inbound message belongs to (the worker task's entry point).
 
     Without `force` nothing is sent when the message is already answered.
     With `force` (ops) the message and everything the lead wrote after it are
     answered again. `lease` is the token of a turn that waited for the lead
-    to stop typing (the resumed task).
+    to stop typing (the resumed task), `ahead` the plan made meanwhile.
     """
     message = (
         Message.objects.filter(pk=message_id, direction=Message.Direction.INBOUND)
@@ -223,6 +234,7 @@ def message_reply(
         target=message,
         force=force,
         lease=lease,
+        ahead=ahead,
     )
     if result.status in (BUSY, SKIPPED, WAITING):
         return result
@@ -250,6 +262,7 @@ def _process_with_lease(
     target: Message | None,
     force: bool = False,
     lease: str | None = None,
+    ahead: dict[str, Any] | None = None,
 ) -> ProcessResult:
     token = None
     if lease is not None:
@@ -272,6 +285,8 @@ def _process_with_lease(
             force=force,
             token=token,
             resumed_for=target.pk if lease is not None and target is not None else None,
+            # Only the task holding the lease the plan was made under may apply it.
+            ahead=ahead if token == lease else None,
         )
         held = result.status == WAITING
         return result
@@ -296,13 +311,30 @@ def _process_turn(
     force: bool,
     token: str,
     resumed_for: int | None,
+    ahead: dict[str, Any] | None = None,
 ) -> ProcessResult:
     conversation = _load(conversation_id)
     reason = why_not_answer(conversation=conversation)
     if reason:
         return ProcessResult(status=SKIPPED, detail=reason)
 
-    if force and target is not None:
+    # Taken before the turn is read: whatever happens after it shows when the window ends.
+    snapshot = (
+        turn_snapshot(conversation=conversation)
+        if trigger == AgentRun.Trigger.INBOUND
+        and settings.AGENT_PLAN_DURING_WINDOW
+        and (ahead is not None or settings.AGENT_BURST_WINDOW_SECONDS > 0)
+        else None
+    )
+    current = (
+        planned_turn_current(payload=ahead, snapshot=snapshot)
+        if ahead is not None and snapshot is not None
+        else None
+    )
+    planned: PlannedTurn | None = None
+    if current is not None:
+        planned, turn = current
+    elif force and target is not None:
         turn = list(
             Message.objects.filter(
                 conversation_id=conversation_id,
@@ -333,37 +365,63 @@ def _process_turn(
             presence_typing(message=turn[-1])
         now = timezone.now()
         due = turn_due_at(turn, chip_id=conversation.chip_id, now=now)
-        if due > now and _resume_later(
-            conversation_id=conversation_id, token=token, message_id=turn[-1].pk, due=due
-        ):
-            return ProcessResult(
-                status=WAITING,
-                detail=gettext("Waiting for the lead to finish typing"),
+        if due > now:
+            if planned is None and snapshot is not None:
+                planned = turn_plan_ahead(
+                    conversation=conversation,
+                    profile=profile_for(conversation=conversation) or default_profile(),
+                    turn=turn,
+                    snapshot=snapshot,
+                )
+            if _resume_later(
+                conversation_id=conversation_id,
+                token=token,
                 message_id=turn[-1].pk,
-            )
+                due=due,
+                planned=planned,
+            ):
+                return ProcessResult(
+                    status=WAITING,
+                    detail=gettext("Waiting for the lead to finish typing"),
+                    message_id=turn[-1].pk,
+                )
 
     histogram_observe(
         "agent_debounce_seconds", (timezone.now() - turn[-1].arrived_at).total_seconds()
     )
-    profile = profile_for(conversation=conversation) or default_profile()
-    run = AgentRun.objects.create(
-        conversation=conversation,
-        message=turn[-1],
-        profile=profile if profile.pk else None,
-        kind=AgentRun.Kind.LLM,
-        trigger=trigger,
-        outcome=AgentRun.Outcome.RUNNING,
-    )
-    started = time.monotonic()
-    try:
-        plan = plan_turn(conversation=conversation, profile=profile, turn=turn)
-    except Exception as exc:
-        # A bug of ours must not leave the lead in silence either.
-        logger.exception("agent: run %s failed", run.pk)
-        plan = failure_plan(profile=profile, kind=AgentRun.Kind.FALLBACK, error=describe_error(exc))
+    if planned is not None:
+        # Planned during the window for this very state: one INSERT, no model call now.
+        plan = planned.plan
+        run = AgentRun(
+            conversation=conversation,
+            message=turn[-1],
+            profile_id=planned.profile_id,
+            trigger=trigger,
+        )
+        planning_ms = planned.plan_ms
+    else:
+        profile = profile_for(conversation=conversation) or default_profile()
+        run = AgentRun.objects.create(
+            conversation=conversation,
+            message=turn[-1],
+            profile=profile if profile.pk else None,
+            kind=AgentRun.Kind.LLM,
+            trigger=trigger,
+            outcome=AgentRun.Outcome.RUNNING,
+        )
+        started = time.monotonic()
+        try:
+            plan = plan_turn(conversation=conversation, profile=profile, turn=turn)
+        except Exception as exc:
+            # A bug of ours must not leave the lead in silence either.
+            logger.exception("agent: run %s failed", run.pk)
+            plan = failure_plan(
+                profile=profile, kind=AgentRun.Kind.FALLBACK, error=describe_error(exc)
+            )
+        planning_ms = ms_since(started)
     with transaction.atomic():
         replies = _apply(conversation=conversation, plan=plan, turn=turn)
-        run.latency_ms = plan.llm_ms if plan.llm_ms is not None else ms_since(started)
+        run.latency_ms = plan.llm_ms if plan.llm_ms is not None else planning_ms
         run.kind = plan.kind
         run.outcome = plan.outcome
         run.error = plan.error[:5000]

@@ -423,6 +423,11 @@ OPENAI_RETRY_MAX_SECONDS = env.float("OPENAI_RETRY_MAX_SECONDS", default=10.0)
 # once, but never waits longer than AGENT_BURST_MAX_WAIT_SECONDS in total.
 AGENT_BURST_WINDOW_SECONDS = env.float("AGENT_BURST_WINDOW_SECONDS", default=4.0)
 AGENT_BURST_MAX_WAIT_SECONDS = env.float("AGENT_BURST_MAX_WAIT_SECONDS", default=15.0)
+# The turn is planned (model included) while the window runs and applied when
+# it ends if nothing changed (agent/plan_ahead.py): the answer leaves as the
+# window ends instead of queueing for the model then. Costs one model call per
+# message that restarts the window; False plans only once the lead is quiet.
+AGENT_PLAN_DURING_WINDOW = env.bool("AGENT_PLAN_DURING_WINDOW", default=True)
 # One worker answers a conversation at a time; a dead worker's claim expires
 # after this long. Must exceed Q_CLUSTER["timeout"] (a live task never loses it).
 AGENT_LEASE_SECONDS = env.int("AGENT_LEASE_SECONDS", default=150)

@@ -157,6 +157,7 @@ def test_a_message_during_the_wait_moves_the_answer_and_the_lead_still_gets_one(
 
     time.sleep(max(0.0, (due - timezone.now()).total_seconds()))
     OrmQ.objects.all().delete()
+    fake_openai.script(completion("Oi! Fazemos sim."))
     # Resumed on time for the first message, the lead is not quiet yet: it
     # waits again, for the second one, with no second task to answer it.
     assert tasks.answer_message(*args, **kwargs) == "waiting"
@@ -164,12 +165,13 @@ def test_a_message_during_the_wait_moves_the_answer_and_the_lead_still_gets_one(
     assert args == (second.pk,)
     assert abs((due - second.created_at).total_seconds() - 0.3) < 0.01
 
-    fake_openai.script(completion("Oi! Fazemos sim."))
     time.sleep(max(0.0, (due - timezone.now()).total_seconds()))
     assert tasks.answer_message(*args, **kwargs) == "replied"
     assert [(r.body, r.reply_to_id) for r in outbound(conversation)] == [
         ("Oi! Fazemos sim.", second.pk)
     ]
+    # Planned during each wait: the plan for "oi" alone went stale and was never sent.
+    assert [len(r.body["messages"]) - 1 for r in fake_openai.requests] == [1, 2]
 
 
 def test_a_lead_who_keeps_typing_is_answered_after_the_longest_wait(conversation, settings):
