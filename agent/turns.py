@@ -366,7 +366,10 @@ def _process_turn(
         now = timezone.now()
         due = turn_due_at(turn, chip_id=conversation.chip_id, now=now)
         if due > now:
-            if planned is None and snapshot is not None:
+            # Not while intake holds deliveries of this chip from inside the
+            # window (the turn then waits by storage): the lead's next message
+            # is likely among them, and would make the plan a wasted model call.
+            if planned is None and snapshot is not None and due == turn_quiet_at(turn):
                 planned = turn_plan_ahead(
                     conversation=conversation,
                     profile=profile_for(conversation=conversation) or default_profile(),

@@ -90,9 +90,8 @@ def test_a_message_still_in_intake_s_line_joins_the_turn_instead_of_a_second_ans
     assert tasks.answer_message(first.pk) == "waiting"
     [(args, kwargs, due)] = held_answers()
     assert due == first.created_at + timedelta(seconds=WINDOW)
-    # Planned during the window (agent.plan_ahead), on what was stored then.
-    [early] = fake_openai.requests
-    assert [m["content"] for m in early.body["messages"][1:]] == ["oi"]
+    # Not planned yet (agent.plan_ahead): the rest of the burst is still in line.
+    assert not fake_openai.requests
 
     OrmQ.objects.all().delete()
     channel_tasks.process_webhook_event(second_event)
@@ -113,8 +112,8 @@ def test_a_message_still_in_intake_s_line_joins_the_turn_instead_of_a_second_ans
     assert tasks.answer_message(*args, **kwargs) == "replied"
     [reply] = Message.objects.filter(direction="out")
     assert (reply.reply_to_id, reply.body) == (second.pk, "Oi! Para quantas pessoas?")
-    # The first plan went stale with the second message; the one made for both was applied.
-    [_early, request] = fake_openai.requests
+    # Planned once, for both messages, during the second one's window.
+    [request] = fake_openai.requests
     assert [m["content"] for m in request.body["messages"][1:]] == ["oi", "quero um orçamento"]
 
 
