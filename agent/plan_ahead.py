@@ -24,7 +24,7 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import Count, Max, Q
@@ -45,6 +45,9 @@ class TurnSnapshot:
 
     messages: tuple[int, int | None, int, int]  # count, last id, dead replies, ignored inbound
     state: tuple[Any, ...]
+    # Not part of what the plan depends on (a queued reply that leaves meanwhile
+    # changes nothing): read by the turn, which then has none to supersede.
+    queued_replies: int = field(default=0, compare=False)
 
 
 @dataclass
@@ -116,6 +119,15 @@ def turn_snapshot(*, conversation: Conversation) -> TurnSnapshot:
             "pk",
             filter=Q(direction=Message.Direction.INBOUND, status=Message.Status.IGNORED),
         ),
+        queued_replies=Count(
+            "pk",
+            filter=Q(
+                direction=Message.Direction.OUTBOUND,
+                purpose=Message.Purpose.REPLY,
+                status=Message.Status.QUEUED,
+                reply_to__isnull=False,
+            ),
+        ),
     )
     lead = conversation.lead
     state = (
@@ -135,6 +147,7 @@ def turn_snapshot(*, conversation: Conversation) -> TurnSnapshot:
     return TurnSnapshot(
         messages=(counts["count"], counts["last"], counts["dead"], counts["ignored"]),
         state=state,
+        queued_replies=counts["queued_replies"],
     )
 
 

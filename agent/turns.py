@@ -423,7 +423,13 @@ def _process_turn(
             )
         planning_ms = ms_since(started)
     with transaction.atomic():
-        replies = _apply(conversation=conversation, plan=plan, turn=turn)
+        replies = _apply(
+            conversation=conversation,
+            plan=plan,
+            turn=turn,
+            # Only this conversation's turns queue replies, under the lease we hold.
+            supersede=snapshot is None or snapshot.queued_replies > 0,
+        )
         run.latency_ms = plan.llm_ms if plan.llm_ms is not None else planning_ms
         run.kind = plan.kind
         run.outcome = plan.outcome
@@ -447,7 +453,9 @@ def _process_turn(
     )
 
 
-def _apply(*, conversation: Conversation, plan: TurnPlan, turn: list[Message]) -> list[Message]:
+def _apply(
+    *, conversation: Conversation, plan: TurnPlan, turn: list[Message], supersede: bool = True
+) -> list[Message]:
     now = timezone.now()
     last = turn[-1]
     replies = [
@@ -455,7 +463,7 @@ def _apply(*, conversation: Conversation, plan: TurnPlan, turn: list[Message]) -
         for body in plan.replies
         if body.strip()
     ]
-    if replies:
+    if replies and supersede:
         _supersede_stale_replies(conversation=conversation, last=last)
     Message.objects.filter(pk__in=[m.pk for m in turn]).update(
         status=Message.Status.PROCESSED,

@@ -13,6 +13,7 @@ from django_q.models import OrmQ
 
 from agent import tasks
 from agent.models import AgentRun
+from agent.turns import SUPERSEDED_REASON
 from conversations.models import Conversation, Message
 from tests.factories.agent import AgentProfileFactory
 from tests.factories.conversations import (
@@ -196,3 +197,24 @@ def test_switched_off_the_model_is_asked_only_once_the_window_ends(
     window_over(message)
     assert tasks.answer_message(*args, **kwargs) == "replied"
     assert len(fake_openai.requests) == 1
+
+
+def test_a_reply_still_queued_for_an_earlier_turn_is_superseded_by_the_planned_one(
+    fake_openai, conversation
+):
+    question = InboundMessageFactory(conversation=conversation, body="quanto custa?")
+    stale = OutboundMessageFactory(
+        conversation=conversation, body="Para quantas pessoas?", reply_to=question
+    )
+    message = InboundMessageFactory(conversation=conversation, body="80 pessoas")
+    fake_openai.script(completion("Para 80 pessoas fica R$ 9.000."))
+    assert tasks.answer_message(message.pk) == "waiting"
+    args, kwargs = held_answer()
+
+    window_over(message)
+    assert tasks.answer_message(*args, **kwargs) == "replied"
+
+    stale.refresh_from_db()
+    assert stale.status == Message.Status.CANCELLED
+    assert stale.last_error == str(SUPERSEDED_REASON)
+    assert replies(conversation) == ["Para quantas pessoas?", "Para 80 pessoas fica R$ 9.000."]
