@@ -366,10 +366,19 @@ def _process_turn(
         now = timezone.now()
         due = turn_due_at(turn, chip_id=conversation.chip_id, now=now)
         if due > now:
-            # Not while intake holds deliveries of this chip from inside the
-            # window (the turn then waits by storage): the lead's next message
-            # is likely among them, and would make the plan a wasted model call.
-            if planned is None and snapshot is not None and due == turn_quiet_at(turn):
+            # Not while intake still holds deliveries of this chip that came
+            # after the turn's last message: the lead's next one may be among
+            # them, and would make the plan a wasted model call. One indexed
+            # read, empty unless intake lags.
+            if (
+                planned is None
+                and snapshot is not None
+                and not webhook_events_unprocessed(
+                    chip_id=conversation.chip_id,
+                    received_from=turn[-1].arrived_at,
+                    received_before=now,
+                )
+            ):
                 planned = turn_plan_ahead(
                     conversation=conversation,
                     profile=profile_for(conversation=conversation) or default_profile(),

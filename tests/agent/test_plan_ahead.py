@@ -16,6 +16,7 @@ from agent.models import AgentRun
 from agent.turns import SUPERSEDED_REASON
 from conversations.models import Conversation, Message
 from tests.factories.agent import AgentProfileFactory
+from tests.factories.channels import WebhookEventFactory
 from tests.factories.conversations import (
     ConversationFactory,
     InboundMessageFactory,
@@ -218,3 +219,18 @@ def test_a_reply_still_queued_for_an_earlier_turn_is_superseded_by_the_planned_o
     assert stale.status == Message.Status.CANCELLED
     assert stale.last_error == str(SUPERSEDED_REASON)
     assert replies(conversation) == ["Para quantas pessoas?", "Para 80 pessoas fica R$ 9.000."]
+
+
+def test_no_plan_while_intake_still_holds_a_delivery_of_the_chip_that_came_after(
+    fake_openai, conversation
+):
+    message = InboundMessageFactory(conversation=conversation, body="oi")
+    Message.objects.filter(pk=message.pk).update(received_at=timezone.now() - timedelta(seconds=1))
+    # The lead's next message (or anyone's on this number), still in intake's line.
+    WebhookEventFactory(chip=conversation.chip)
+
+    assert tasks.answer_message(message.pk) == "waiting"
+
+    assert fake_openai.requests == []
+    _args, kwargs = held_answer()
+    assert kwargs["ahead"] is None
