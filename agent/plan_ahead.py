@@ -21,6 +21,7 @@ AGENT_PLAN_DURING_WINDOW=False turns planning ahead off.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -44,7 +45,7 @@ class TurnSnapshot:
     """What a plan depends on, in builtins (it travels in the task's arguments)."""
 
     messages: tuple[int, int | None, int, int]  # count, last id, dead replies, ignored inbound
-    state: tuple[Any, ...]
+    state: str  # a digest: the lead's details need not sit in the broker
     # Not part of what the plan depends on (a queued reply that leaves meanwhile
     # changes nothing): read by the turn, which then has none to supersede.
     queued_replies: int = field(default=0, compare=False)
@@ -67,7 +68,7 @@ class PlannedTurn:
             "turn": list(self.turn_ids),
             "profile": self.profile_id,
             "messages": list(self.snapshot.messages),
-            "state": list(self.snapshot.state),
+            "state": self.snapshot.state,
             "plan": dataclasses.asdict(self.plan),
             "plan_ms": self.plan_ms,
         }
@@ -85,7 +86,7 @@ class PlannedTurn:
                 turn_ids=[int(pk) for pk in payload["turn"]],
                 profile_id=payload["profile"],
                 snapshot=TurnSnapshot(
-                    messages=tuple(payload["messages"]), state=tuple(payload["state"])
+                    messages=tuple(payload["messages"]), state=str(payload["state"])
                 ),
                 plan=TurnPlan(**plan),
                 plan_ms=int(payload["plan_ms"]),
@@ -146,7 +147,7 @@ def turn_snapshot(*, conversation: Conversation) -> TurnSnapshot:
     )
     return TurnSnapshot(
         messages=(counts["count"], counts["last"], counts["dead"], counts["ignored"]),
-        state=state,
+        state=hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest(),
         queued_replies=counts["queued_replies"],
     )
 

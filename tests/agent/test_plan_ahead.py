@@ -64,6 +64,8 @@ def replies(conversation: Conversation) -> list[str]:
 def test_the_model_is_asked_during_the_window_and_the_answer_leaves_when_it_ends(
     fake_openai, conversation
 ):
+    conversation.lead.name = "Marina Souza"
+    conversation.lead.save()
     message = InboundMessageFactory(conversation=conversation, body="oi, vocês fazem festa?")
     fake_openai.script(completion("Oi! Fazemos sim. Para quantas pessoas?"))
 
@@ -73,6 +75,8 @@ def test_the_model_is_asked_during_the_window_and_the_answer_leaves_when_it_ends
     assert replies(conversation) == []  # nothing before the lead is quiet
     args, kwargs = held_answer()
     assert kwargs["ahead"]["turn"] == [message.pk]
+    # The broker holds what the plan depends on as a digest, not the lead's details.
+    assert "Marina" not in repr(kwargs["ahead"])
 
     window_over(message)
     assert tasks.answer_message(*args, **kwargs) == "replied"
