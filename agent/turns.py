@@ -368,11 +368,13 @@ def _process_turn(
         if due > now:
             # Not while intake still holds deliveries of this chip that came
             # after the turn's last message: the lead's next one may be among
-            # them, and would make the plan a wasted model call. One indexed
-            # read, empty unless intake lags.
+            # them, and would make the plan a wasted model call. A turn that
+            # waits by storage (due past its quiet time) already found some in
+            # `turn_due_at`; otherwise one indexed read, empty unless intake lags.
             if (
                 planned is None
                 and snapshot is not None
+                and due == turn_quiet_at(turn)
                 and not webhook_events_unprocessed(
                     chip_id=conversation.chip_id,
                     received_from=turn[-1].arrived_at,
