@@ -50,10 +50,10 @@ _EXIT_WAIT_SECONDS = 5.0
 class _Relay:
     def __init__(self, max_pending: int = MAX_PENDING) -> None:
         self._max_pending = max_pending
-        self.reset()
+        self.start_over()
 
-    def reset(self) -> None:
-        """Nothing pending, no thread. Also in a forked child: the parent sends what it held."""
+    def start_over(self) -> None:
+        """Nothing pending, no thread: a forked child's state (the parent sends what it held)."""
         self._lock = threading.Lock()
         self._pending: deque[tuple[str, str]] = deque(maxlen=self._max_pending)
         self._dropped = 0
@@ -62,6 +62,15 @@ class _Relay:
         self._stop = threading.Event()
         # One batch on the wire at a time: the thread's and the exit hook's.
         self._sending = threading.Lock()
+
+    def reset(self) -> None:
+        """Drop what is pending and end the thread (tests, between cases)."""
+        # Left lingering, the old thread would wake later and send what the new
+        # state holds. Not in the fork hook: a child may inherit these events'
+        # locks held by a thread it does not have.
+        self._stop.set()
+        self._wake.set()
+        self.start_over()
 
     def add(self, package: str, cluster: str) -> None:
         with self._lock:
@@ -151,7 +160,7 @@ def _push(cluster: str, packages: list[str]) -> None:
 
 
 _relay = _Relay()
-os.register_at_fork(after_in_child=_relay.reset)
+os.register_at_fork(after_in_child=_relay.start_over)
 atexit.register(_relay.close)
 
 

@@ -215,7 +215,9 @@ def test_a_webhook_is_answered_while_redis_holds_the_push(
     stalled.close()
 
 
-@pytest.mark.django_db
+# Transactional: the relay thread may take the packages before the flush does,
+# and its own connection commits what it pushes.
+@pytest.mark.django_db(transaction=True)
 def test_a_broker_other_than_redis_takes_each_package_by_its_own_enqueue(relay_empty, settings):
     settings.TASK_PUSH_LINGER_SECONDS = 30
     cluster = settings.Q_CLUSTER["name"]  # the test settings' ORM broker
@@ -223,6 +225,20 @@ def test_a_broker_other_than_redis_takes_each_package_by_its_own_enqueue(relay_e
     task_push_soon("first", cluster)
     task_push_soon("second", cluster)
 
-    assert task_pushes_flush() == 2
+    task_pushes_flush()  # what the thread has not taken yet; waits for what it sends
     queued = OrmQ.objects.filter(key=cluster).order_by("id")
     assert list(queued.values_list("payload", flat=True)) == ["first", "second"]
+
+
+def test_a_reset_ends_the_thread_that_served_before(redis_broker, relay_empty, settings):
+    queue, key = redis_broker
+    settings.TASK_PUSH_LINGER_SECONDS = 30
+    task_push_soon("before", CLUSTER)
+    _wait_for_length(queue, key, 1)
+    old_thread = task_relay._relay._thread
+
+    task_relay._relay.reset()
+
+    # Lingering, it would have woken later and sent what the new state holds.
+    old_thread.join(timeout=5)
+    assert not old_thread.is_alive()
