@@ -17,6 +17,7 @@ from agent.turns import turn_due_at
 from channels import tasks as channel_tasks
 from channels.models import WebhookEvent
 from conversations.models import Message
+from tests.agent.held_tasks import held_answers
 from tests.channels.webhooks import post_webhook
 from tests.factories.agent import AgentProfileFactory
 from tests.factories.channels import ChipFactory, WebhookEventFactory
@@ -45,14 +46,6 @@ def deliver(client, chip, seq: int, text: str, *, waited: float) -> int:
         received_at=timezone.now() - timedelta(seconds=waited)
     )
     return event_id
-
-
-def held_answers() -> list[tuple[tuple, dict, object]]:
-    return [
-        (q.task["args"], q.task["kwargs"], q.lock)
-        for q in OrmQ.objects.order_by("pk")
-        if q.task["func"] == "agent.tasks.answer_message"
-    ]
 
 
 def test_the_time_a_message_waited_in_intake_counts_as_part_of_the_window(client, chip):

@@ -15,6 +15,7 @@ from agent import tasks
 from agent.models import AgentRun
 from agent.turns import SUPERSEDED_REASON
 from conversations.models import Conversation, Message
+from tests.agent.held_tasks import held_answers
 from tests.factories.agent import AgentProfileFactory
 from tests.factories.channels import WebhookEventFactory
 from tests.factories.conversations import (
@@ -38,9 +39,9 @@ def conversation(sandbox_chip, settings):
 
 
 def held_answer() -> tuple[tuple, dict]:
-    [held] = [q for q in OrmQ.objects.all() if q.task["func"] == "agent.tasks.answer_message"]
+    [(args, kwargs, _due)] = held_answers()
     OrmQ.objects.all().delete()
-    return held.task["args"], held.task["kwargs"]
+    return args, kwargs
 
 
 def window_over(message: Message) -> None:

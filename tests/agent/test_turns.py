@@ -14,6 +14,7 @@ from agent.models import AgentRun, ConversationLease
 from conversations import tasks as conversation_tasks
 from conversations.ingest import AGENT_HOOKS
 from conversations.models import Conversation, Handoff, Message
+from tests.agent.held_tasks import held_answers
 from tests.channels.webhooks import post_webhook
 from tests.factories.agent import AgentProfileFactory
 from tests.factories.conversations import ConversationFactory, InboundMessageFactory
@@ -54,15 +55,6 @@ def test_ingest_hands_the_message_to_a_worker_task_not_to_the_webhook(
     assert not Message.objects.filter(direction="out").exists()  # nothing ran inline
 
 
-def _held_answer_tasks():
-    """The answer tasks waiting in the ORM broker, with the time each is due."""
-    return [
-        (q.task["args"], q.task["kwargs"], q.lock)
-        for q in OrmQ.objects.order_by("pk")
-        if q.task["func"] == "agent.tasks.answer_message"
-    ]
-
-
 def test_a_burst_of_messages_gets_one_reply_without_a_worker_waiting(
     fake_openai, conversation, settings
 ):
@@ -79,7 +71,7 @@ def test_a_burst_of_messages_gets_one_reply_without_a_worker_waiting(
 
     # The turn is resumed by a task the broker hands out once the lead has
     # been quiet for the window; meanwhile the conversation stays claimed.
-    [(args, kwargs, due)] = _held_answer_tasks()
+    [(args, kwargs, due)] = held_answers()
     assert args == (burst[-1].pk,)
     assert abs((due - burst[-1].created_at).total_seconds() - 1.5) < 0.01
     assert not outbound(conversation)
@@ -150,7 +142,7 @@ def test_a_message_during_the_wait_moves_the_answer_and_the_lead_still_gets_one(
     settings.AGENT_BURST_WINDOW_SECONDS = 0.3
     first = InboundMessageFactory(conversation=conversation, body="oi")
     assert tasks.answer_message(first.pk) == "waiting"
-    [(args, kwargs, due)] = _held_answer_tasks()
+    [(args, kwargs, due)] = held_answers()
     time.sleep(0.1)
     second = InboundMessageFactory(conversation=conversation, body="vocês fazem casamento?")
     assert tasks.answer_message(second.pk) == "busy"  # the waiting turn takes it along
@@ -161,7 +153,7 @@ def test_a_message_during_the_wait_moves_the_answer_and_the_lead_still_gets_one(
     # Resumed on time for the first message, the lead is not quiet yet: it
     # waits again, for the second one, with no second task to answer it.
     assert tasks.answer_message(*args, **kwargs) == "waiting"
-    [(args, kwargs, due)] = _held_answer_tasks()
+    [(args, kwargs, due)] = held_answers()
     assert args == (second.pk,)
     assert abs((due - second.created_at).total_seconds() - 0.3) < 0.01
 

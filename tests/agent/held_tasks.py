@@ -1,0 +1,16 @@
+"""The answer tasks a turn left waiting in the ORM broker (the test settings' broker)."""
+
+from typing import Any
+
+from django_q.models import OrmQ
+
+ANSWER_TASK = "agent.tasks.answer_message"
+
+
+def held_answers() -> list[tuple[tuple, dict[str, Any], Any]]:
+    """Each waiting answer task's args, kwargs and the time it is due, oldest first."""
+    return [
+        (q.task["args"], q.task["kwargs"], q.lock)
+        for q in OrmQ.objects.order_by("pk")
+        if q.task["func"] == ANSWER_TASK
+    ]
