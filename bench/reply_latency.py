@@ -47,6 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import recreate_database
+from bench.process_cpu import cpu_by_group, cpu_used
 
 Q_NAME = "bench_replies"
 REPLY = "Oi! Aqui é a Júlia. Como posso ajudar?"
@@ -74,6 +75,8 @@ class Result:
     duplicates: int
     wall: float
     stages: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # CPU seconds by process group from the first post to the last answer.
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -88,6 +91,11 @@ class Result:
             "duplicate_replies": self.duplicates,
             "wall_seconds": round(self.wall, 1),
             "stages": self.stages,
+            "cpu_seconds": {group: round(seconds, 2) for group, seconds in self.cpu.items()},
+            # Of what the machine's cores could give over the run's wall time.
+            "cpu_busy_share": round(sum(self.cpu.values()) / ((os.cpu_count() or 1) * self.wall), 2)
+            if self.wall
+            else None,
         }
 
 
@@ -169,6 +177,7 @@ def run_scenario(
     lock = threading.Lock()
     import httpx
 
+    cpu_before = cpu_by_group(os.getpid(), _process_group)
     started = time.time()
     with httpx.Client(base_url=base, timeout=60, limits=httpx.Limits(max_connections=16)) as http:
 
@@ -204,6 +213,7 @@ def run_scenario(
     while len(accepted()) < len(phones) and time.time() < deadline:
         time.sleep(0.5)
     wall = time.time() - started
+    cpu = cpu_used(cpu_before, cpu_by_group(os.getpid(), _process_group))
     time.sleep(1)  # a second reply to anyone would show up here
     first = accepted()
     replies = Counter(
@@ -234,7 +244,17 @@ def run_scenario(
         duplicates=sum(n - 1 for n in replies.values() if n > 1),
         wall=wall,
         stages=stages,
+        cpu=cpu,
     )
+
+
+def _process_group(cmdline: str, environ: str) -> str:
+    if "gunicorn" in cmdline:
+        return "gunicorn (intake)"
+    if "qcluster" in cmdline:
+        # The agent's cluster runs under its own name (tests/support/processes.py).
+        return "agent cluster" if f"Q_CLUSTER_NAME={Q_NAME}-agent" in environ else "default cluster"
+    return "other"
 
 
 def _stages(
@@ -296,6 +316,11 @@ def print_result(result: Result) -> None:
     s = result.summary()
     for name, stats in s["stages"].items():
         print(f"      {name}: p50 {stats['p50']} p95 {stats['p95']} max {stats['max']}")
+    per_lead = ", ".join(
+        f"{group} {seconds / max(result.leads, 1) * 1000:.0f}"
+        for group, seconds in sorted(result.cpu.items(), key=lambda item: -item[1])
+    )
+    print(f"      CPU ms per lead: {per_lead}; cores busy {s['cpu_busy_share']}")
     total, platform = s["total"], s["platform"]
     print(
         f"{result.broker:5} {result.scenario:26} leads {result.leads:4} msgs {result.messages:4} "
