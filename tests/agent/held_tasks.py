@@ -4,7 +4,7 @@ from typing import Any
 
 from django_q.models import OrmQ
 
-ANSWER_TASK = "agent.tasks.answer_message"
+from agent.turns import ANSWER_TASK
 
 
 def held_answers() -> list[tuple[tuple, dict[str, Any], Any]]:
