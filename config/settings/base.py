@@ -98,6 +98,15 @@ TEMPLATES = [
 # Production and the test suite use PostgreSQL through psycopg 3.
 SQLITE_PATH = BASE_DIR / "db.sqlite3"
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{SQLITE_PATH}")}
+# PostgreSQL: values bound by the server, and psycopg's automatic prepared
+# statements (a query a connection runs a fifth time is prepared). Each task
+# and request runs the same few dozen queries with other values, so
+# PostgreSQL stops parsing and planning them again: it halved the database's
+# CPU per answered lead (bench/README.md, "prepared statements"). Turn it off
+# (DATABASE_PREPARED_STATEMENTS=False) behind a pooler in transaction mode
+# that does not keep a session's prepared statements (PgBouncer before 1.21,
+# or without max_prepared_statements).
+POSTGRES_PREPARED = {"server_side_binding": True, "prepare_threshold": 5}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the qcluster write concurrently: WAL plus IMMEDIATE
     # transactions turn "database is locked" errors into short waits.
@@ -111,6 +120,9 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+    DATABASES["default"]["OPTIONS"].update(
+        POSTGRES_PREPARED if env.bool("DATABASE_PREPARED_STATEMENTS", default=True) else {}
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

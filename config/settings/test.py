@@ -8,7 +8,9 @@ SECRET_KEY = "test-only-secret-key-not-for-production"  # noqa: S105
 DATABASES = {
     "default": env.db("TEST_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/sdr_ops")
 }
-DATABASES["default"]["OPTIONS"] = {"connect_timeout": 3}
+# The same binding and prepared statements as production: a query the server
+# cannot type without its values fails here, not in production.
+DATABASES["default"]["OPTIONS"] = {"connect_timeout": 3, **POSTGRES_PREPARED}  # noqa: F405
 # The fake provider servers listen on 127.0.0.1.
 PROVIDER_ALLOW_PRIVATE_URLS = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
