@@ -14,7 +14,10 @@ process has to stay alive (or asleep) to remember it:
 
 - ORM broker: the task row is written with its `lock` at the due time; the
   broker only hands out rows whose lock has passed (`lock < now`), exactly as
-  it hides a task a worker is running.
+  it hides a task a worker is running. `OrderedORM` hands them out in the
+  order they became due: django-q2's own ORM broker takes any due row (no
+  ORDER BY), so once a hundred turns fall due together some waited behind
+  tasks that became due after them.
 - Redis broker: the package waits in a sorted set scored by its due time;
   each `dequeue` first moves the due ones to the queue (atomically, in one
   Lua script) and blocks no longer than until the next one is due. A task
@@ -155,6 +158,28 @@ class PooledRedis(Redis):
 
     def held_size(self) -> int:
         return self.connection.zcard(self.held_key)
+
+
+class OrderedORM(ORM):
+    """django-q2's ORM broker, handing out the task that became due first (then the oldest)."""
+
+    def dequeue(self) -> list[tuple[int, str]] | None:
+        queue = self.get_connection()
+        due = list(
+            queue.filter(key=self.list_key, lock__lt=timezone.now()).order_by("lock", "pk")[
+                : Conf.BULK
+            ]
+        )
+        if not due:
+            time.sleep(Conf.POLL)  # an empty queue: spare the CPU, as django-q2 does
+            return None
+        # The lock moves to the retry time, as in django-q2: another cluster
+        # that read the same row updates nothing and skips it.
+        return [
+            (task.pk, task.payload)
+            for task in due
+            if queue.filter(pk=task.pk, lock=task.lock).update(lock=self.timeout(task))
+        ]
 
 
 class _HeldUntil:

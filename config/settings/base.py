@@ -216,6 +216,8 @@ if Q_BROKER == "redis":
     Q_CLUSTER["broker_class"] = "core.brokers.PooledRedis"
 else:
     Q_CLUSTER["orm"] = "default"
+    # Tasks handed out in the order they became due (core/brokers.py).
+    Q_CLUSTER["broker_class"] = "core.brokers.OrderedORM"
 
 # --- REST framework ---------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
+from django_q.tasks import async_task
 
 from core.brokers import async_task_at
 from core.task_relay import task_pushes_flush
@@ -99,6 +100,27 @@ def test_orm_holds_a_task_until_it_is_due():
     [(_, package)] = _dequeue_until_task(broker, timeout=5)
     assert timezone.now() >= due
     assert SignedPackage.loads(package)["args"] == (2.5,)
+
+
+@pytest.mark.django_db
+def test_orm_hands_out_tasks_in_the_order_they_became_due():
+    # Held in another order than their due times, like turns whose windows
+    # end in another order than they were scheduled.
+    now = timezone.now()
+    for seconds in (0.3, 0.1, 0.2):
+        async_task_at(now + timedelta(seconds=seconds), "math.floor", seconds)
+    async_task("math.floor", 0.0)  # due at once
+    time.sleep(0.35)
+
+    broker = get_broker()
+    handed_out = [
+        SignedPackage.loads(package)["args"][0]
+        for _ in range(4)
+        for _, package in _dequeue_until_task(broker, timeout=5)
+    ]
+
+    assert handed_out == [0.0, 0.1, 0.2, 0.3]
+    assert broker.dequeue() is None  # each was handed out once
 
 
 def test_redis_wakes_a_blocked_pusher_for_a_task_held_after_it_blocked(redis_broker):
