@@ -50,6 +50,7 @@ from bench.common import recreate_database
 from bench.process_cpu import cpu_by_group, cpu_used
 
 Q_NAME = "bench_replies"
+TIMELINE_STEP = 0.5
 REPLY = "Oi! Aqui é a Júlia. Como posso ajudar?"
 
 
@@ -77,6 +78,9 @@ class Result:
     stages: dict[str, dict[str, float | None]] = field(default_factory=dict)
     # CPU seconds by process group from the first post to the last answer.
     cpu: dict[str, float] = field(default_factory=dict)
+    # Cores busy (all groups) in each TIMELINE_STEP from the first post: whether
+    # the cores are saturated after the window or the work waits on something else.
+    timeline: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -96,6 +100,7 @@ class Result:
             "cpu_busy_share": round(sum(self.cpu.values()) / ((os.cpu_count() or 1) * self.wall), 2)
             if self.wall
             else None,
+            "cores_busy_timeline": self.timeline,
         }
 
 
@@ -179,6 +184,18 @@ def run_scenario(
 
     cpu_before = cpu_by_group(os.getpid(), _process_group)
     started = time.time()
+    timeline: list[float] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        previous = sum(cpu_before.values())
+        while not sampling.wait(TIMELINE_STEP):
+            now = sum(cpu_by_group(os.getpid(), _process_group).values())
+            timeline.append(round((now - previous) / TIMELINE_STEP, 1))
+            previous = now
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     with httpx.Client(base_url=base, timeout=60, limits=httpx.Limits(max_connections=16)) as http:
 
         def post(index: int) -> None:
@@ -213,6 +230,8 @@ def run_scenario(
     while len(accepted()) < len(phones) and time.time() < deadline:
         time.sleep(0.5)
     wall = time.time() - started
+    sampling.set()
+    sampler.join()
     cpu = cpu_used(cpu_before, cpu_by_group(os.getpid(), _process_group))
     time.sleep(1)  # a second reply to anyone would show up here
     first = accepted()
@@ -245,6 +264,7 @@ def run_scenario(
         wall=wall,
         stages=stages,
         cpu=cpu,
+        timeline=timeline,
     )
 
 
@@ -321,6 +341,8 @@ def print_result(result: Result) -> None:
         for group, seconds in sorted(result.cpu.items(), key=lambda item: -item[1])
     )
     print(f"      CPU ms per lead: {per_lead}; cores busy {s['cpu_busy_share']}")
+    if result.timeline:
+        print(f"      cores busy per {TIMELINE_STEP} s: {' '.join(map(str, result.timeline))}")
     total, platform = s["total"], s["platform"]
     print(
         f"{result.broker:5} {result.scenario:26} leads {result.leads:4} msgs {result.messages:4} "
