@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -30,7 +30,7 @@ from channels.ingest_handler import event_apply
 from channels.intake_limits import intake_admit
 from channels.models import Chip, Provider, WebhookEvent
 from channels.providers.base import PayloadError, ProviderAdapter, get_adapter
-from core.brokers import fast_cluster
+from core.brokers import broker_is_the_database, fast_cluster
 from core.db import db_error_is_transient, db_retry_transient
 from core.metrics import counter_inc
 from core.task_packages import task_package, task_packages_direct, task_push
@@ -273,7 +273,7 @@ def _event_store(**values: Any) -> int | None:
     are not the database: the task is pushed after the commit, and if that
     push is lost the sweep finds the event still `received`.
     """
-    if _enqueue_joins_transaction():
+    if broker_is_the_database():
         dedupe_key = values["dedupe_key"]
         if dedupe_key and connection.vendor == "postgresql":
             # The event's id is not known before the statement runs, so the task
@@ -304,12 +304,6 @@ def _event_store(**values: Any) -> int | None:
             lambda: webhook_event_enqueue(event_id=event_id, soon=True), robust=True
         )
     return event_id
-
-
-def _enqueue_joins_transaction() -> bool:
-    from django_q.conf import Conf
-
-    return Conf.ORM == DEFAULT_DB_ALIAS and not Conf.BROKER_CLASS and not Conf.SYNC
 
 
 def _reject(

@@ -31,6 +31,7 @@ milliseconds (Redis), plus whatever backlog is ahead of it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -39,7 +40,9 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django_q.brokers import Broker, get_broker
 from django_q.brokers.orm import ORM
 from django_q.brokers.redis_broker import Redis
@@ -75,6 +78,20 @@ def enqueue_nudge(func: str, *args: Any, failure: str, **kwargs: Any) -> None:
         async_task(func, *args, cluster=fast_cluster(), **kwargs)
     except Exception:
         logger.exception("%s", failure)
+
+
+def broker_is_the_database() -> bool:
+    """Whether tasks are rows of the default database (django-q2's ORM broker or OrderedORM).
+
+    Then a task can be written in the transaction, or the very statement, of
+    the work it is for. Not in django-q2's sync mode, where it runs at once.
+    """
+    return Conf.ORM == DEFAULT_DB_ALIAS and not Conf.SYNC and _orm_class(Conf.BROKER_CLASS)
+
+
+@functools.cache
+def _orm_class(broker_class: str | None) -> bool:
+    return broker_class is None or issubclass(import_string(broker_class), ORM)
 
 
 def queue_waiting(cluster: str) -> int:

@@ -12,11 +12,12 @@ import redis
 import redis.connection
 from django.utils import timezone
 from django_q.brokers import get_broker
+from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from core.brokers import async_task_at
+from core.brokers import async_task_at, broker_is_the_database
 from core.task_relay import task_pushes_flush
 from tests.channels.webhooks import chip_for, load_fixture_json, post_webhook
 from tests.core.conftest import REDIS_URL
@@ -121,6 +122,14 @@ def test_orm_hands_out_tasks_in_the_order_they_became_due():
 
     assert handed_out == [0.0, 0.1, 0.2, 0.3]
     assert broker.dequeue() is None  # each was handed out once
+
+
+def test_the_ordered_orm_broker_is_still_the_database(monkeypatch):
+    # Intake writes a webhook's task in the event's own statement only then.
+    assert Conf.BROKER_CLASS == "core.brokers.OrderedORM"
+    assert broker_is_the_database()
+    monkeypatch.setattr(Conf, "BROKER_CLASS", "core.brokers.PooledRedis")
+    assert not broker_is_the_database()
 
 
 def test_redis_wakes_a_blocked_pusher_for_a_task_held_after_it_blocked(redis_broker):
