@@ -120,9 +120,8 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
-    DATABASES["default"]["OPTIONS"].update(
-        POSTGRES_PREPARED if env.bool("DATABASE_PREPARED_STATEMENTS", default=True) else {}
-    )
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        DATABASES["default"]["OPTIONS"].update(POSTGRES_PREPARED)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

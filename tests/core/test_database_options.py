@@ -3,13 +3,12 @@
 import os
 import subprocess
 import sys
-from urllib.parse import quote
 
 import pytest
 from django.db import connection
 
 from conversations.models import Conversation
-from tests.support.processes import BASE_DIR
+from tests.support import processes
 
 pytestmark = pytest.mark.django_db
 
@@ -25,21 +24,16 @@ COUNT_PREPARED = (
 
 def _prepared_in_production(**env: str) -> int:
     """How many statements a production process's connection prepared after 8 equal queries."""
-    db = connection.settings_dict
-    url = (
-        f"postgres://{quote(db['USER'])}:{quote(db['PASSWORD'] or '')}"
-        f"@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
     clean = {k: v for k, v in os.environ.items() if k != "DATABASE_PREPARED_STATEMENTS"}
     done = subprocess.run(
         [sys.executable, "-c", COUNT_PREPARED],
-        cwd=BASE_DIR,
+        cwd=processes.BASE_DIR,
         env={
             **clean,
             "DJANGO_SETTINGS_MODULE": "config.settings.production",
             "SECRET_KEY": "k" * 50,
             "SALT_KEY": "s" * 20,
-            "DATABASE_URL": url,
+            "DATABASE_URL": processes.test_database_url(),
             **env,
         },
         capture_output=True,
