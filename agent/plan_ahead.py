@@ -21,6 +21,7 @@ AGENT_PLAN_DURING_WINDOW=False turns planning ahead off.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, Max, Q
+from django.db import connection
 
 from agent.models import AgentProfile, AgentRun
 from agent.planning import TurnPlan, ms_since, plan_turn
@@ -102,6 +103,51 @@ def _profile_state(profile: AgentProfile | None) -> tuple[Any, ...]:
     return (profile.pk, profile.is_active, profile.updated_at.isoformat())
 
 
+@functools.cache
+def _message_counts_sql() -> str:
+    """The text of `_message_counts`, built once: it never changes."""
+    quote = connection.ops.quote_name
+    meta = Message._meta
+
+    def column(name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    direction, status, reply_to = column("direction"), column("status"), column("reply_to")
+    dead = ", ".join(["%s"] * len(DEAD_STATUSES))
+    return (
+        f"SELECT COUNT(*), MAX({column('id')}), "  # noqa: S608 - names from the model
+        f"COUNT(CASE WHEN {direction} = %s AND {status} IN ({dead}) THEN 1 END), "
+        f"COUNT(CASE WHEN {direction} = %s AND {status} = %s THEN 1 END), "
+        f"COUNT(CASE WHEN {direction} = %s AND {column('purpose')} = %s AND {status} = %s "
+        f"AND {reply_to} IS NOT NULL THEN 1 END) "
+        f"FROM {quote(meta.db_table)} WHERE {column('conversation')} = %s"
+    )
+
+
+def _message_counts(conversation_id: int) -> tuple[int, int | None, int, int, int]:
+    """All, last id, dead replies, ignored inbound and queued replies of the conversation.
+
+    One statement whose text never changes: the ORM compiled the same
+    five-count aggregate anew for every turn, twice per lead (when the turn
+    is planned and when it resumes), about 2 ms of CPU each time on this
+    machine against 0.15 ms for this.
+    """
+    params = [
+        Message.Direction.OUTBOUND,
+        *DEAD_STATUSES,
+        Message.Direction.INBOUND,
+        Message.Status.IGNORED,
+        Message.Direction.OUTBOUND,
+        Message.Purpose.REPLY,
+        Message.Status.QUEUED,
+        conversation_id,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_message_counts_sql(), params)
+        count, last, dead, ignored, queued = cursor.fetchone()
+    return count, last, dead, ignored, queued
+
+
 def turn_snapshot(*, conversation: Conversation) -> TurnSnapshot:
     """The conversation as loaded (`agent.turns._load`) and its messages now: one query.
 
@@ -109,27 +155,7 @@ def turn_snapshot(*, conversation: Conversation) -> TurnSnapshot:
     (a message stored, a reply failing) shows as a difference when the
     window ends.
     """
-    counts = Message.objects.filter(conversation_id=conversation.pk).aggregate(
-        count=Count("pk"),
-        last=Max("pk"),
-        dead=Count(
-            "pk",
-            filter=Q(direction=Message.Direction.OUTBOUND, status__in=DEAD_STATUSES),
-        ),
-        ignored=Count(
-            "pk",
-            filter=Q(direction=Message.Direction.INBOUND, status=Message.Status.IGNORED),
-        ),
-        queued_replies=Count(
-            "pk",
-            filter=Q(
-                direction=Message.Direction.OUTBOUND,
-                purpose=Message.Purpose.REPLY,
-                status=Message.Status.QUEUED,
-                reply_to__isnull=False,
-            ),
-        ),
-    )
+    count, last, dead, ignored, queued_replies = _message_counts(conversation.pk)
     lead = conversation.lead
     state = (
         conversation.chip_id,
@@ -146,9 +172,9 @@ def turn_snapshot(*, conversation: Conversation) -> TurnSnapshot:
         lead.company,
     )
     return TurnSnapshot(
-        messages=(counts["count"], counts["last"], counts["dead"], counts["ignored"]),
+        messages=(count, last, dead, ignored),
         state=hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest(),
-        queued_replies=counts["queued_replies"],
+        queued_replies=queued_replies,
     )
 
 

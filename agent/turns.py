@@ -476,16 +476,20 @@ def _apply(
     ]
     if replies and supersede:
         _supersede_stale_replies(conversation=conversation, last=last)
-    Message.objects.filter(pk__in=[m.pk for m in turn]).update(
-        status=Message.Status.PROCESSED,
-        processed_at=now,
-        updated_at=now,
-        # The error also stays on the message it concerns, for the ops' message filters.
-        last_error=Case(
+    processed: dict[str, Any] = {
+        "status": Message.Status.PROCESSED,
+        "processed_at": now,
+        "updated_at": now,
+    }
+    if last.last_error != plan.error:
+        # The error also stays on the message it concerns, for the ops' message
+        # filters. Only then: the CASE costs the ORM more to compile than the
+        # rest of the update, on every turn.
+        processed["last_error"] = Case(
             When(pk=last.pk, then=Value(plan.error, output_field=TextField())),
             default=F("last_error"),
-        ),
-    )
+        )
+    Message.objects.filter(pk__in=[m.pk for m in turn]).update(**processed)
     fields: dict[str, Any] = {"updated_at": now}
     if plan.flow_step is not None:
         fields["flow_step"] = plan.flow_step

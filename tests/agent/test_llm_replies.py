@@ -217,6 +217,24 @@ def test_fallback_without_handoff_when_the_profile_says_so(fake_openai, conversa
     assert conversation.controlled_by == "agent"
     assert "server_error" in conversation.last_error
     assert not Handoff.objects.exists()
+    # The error also stays on the message it concerns (the ops' message filters).
+    inbound.refresh_from_db()
+    assert (inbound.status, inbound.last_error) == ("processed", conversation.last_error)
+
+
+def test_an_answer_clears_the_error_left_on_the_lead_message(fake_openai, conversation):
+    earlier = InboundMessageFactory(conversation=conversation, body="oi")
+    inbound = InboundMessageFactory(
+        conversation=conversation, body="tem vaga sábado?", last_error="timeout: earlier"
+    )
+    fake_openai.script(completion("Tem sim! Quantos convidados?"))
+
+    assert tasks.answer_message(inbound.pk) == "replied"
+
+    inbound.refresh_from_db()
+    earlier.refresh_from_db()
+    assert (inbound.status, inbound.last_error) == ("processed", "")
+    assert earlier.status == "processed"
 
 
 def test_429_is_retried_with_backoff_then_answered(fake_openai, conversation):
