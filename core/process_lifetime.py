@@ -52,6 +52,11 @@ def _child_dies_with_parent() -> None:
     die_with_parent(_forking_pid, signal.SIGTERM)
 
 
+def task_cluster_process(argv: list[str] | None = None) -> bool:
+    """Whether this process is `manage.py qcluster`, which forks the task workers."""
+    return "qcluster" in (sys.argv if argv is None else argv)[1:2]
+
+
 def process_lifetime_setup(argv: list[str] | None = None) -> None:
     """Called once per process at start-up (CoreConfig.ready).
 
@@ -59,8 +64,7 @@ def process_lifetime_setup(argv: list[str] | None = None) -> None:
     dies with the process that forked it; under bin/run-dev the main
     process dies with the script as well.
     """
-    argv = sys.argv if argv is None else argv
     if os.environ.get(ENV_FLAG) == "1":
         die_with_parent(os.getppid(), signal.SIGTERM)
-    if "qcluster" in argv[1:2] and sys.platform.startswith("linux"):
+    if task_cluster_process(argv) and sys.platform.startswith("linux"):
         os.register_at_fork(before=_remember_forking_pid, after_in_child=_child_dies_with_parent)

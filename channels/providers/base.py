@@ -254,9 +254,13 @@ def register(adapter_class: type[ProviderAdapter]) -> type[ProviderAdapter]:
     return adapter_class
 
 
+def adapters_load() -> None:
+    """Import the adapters' modules, which runs their @register decorators."""
+    if not _REGISTRY:
+        from channels.providers import evolution, meta, sandbox, wapi, zapi  # noqa: F401
+
+
 def get_adapter(provider: str) -> ProviderAdapter:
     """The adapter for a provider name; KeyError for an unknown one."""
-    if not _REGISTRY:
-        # Importing the modules runs their @register decorators.
-        from channels.providers import evolution, meta, sandbox, wapi, zapi  # noqa: F401
+    adapters_load()
     return _REGISTRY[provider]
