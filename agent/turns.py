@@ -63,6 +63,8 @@ class ProcessResult:
     run_id: int | None = None
     replies: int = 0
     message_id: int | None = None  # the turn's last message (the reply's reply_to)
+    # The conversation's lease went with the turn's own commit (see `_process_turn`).
+    lease_released: bool = False
 
 
 REPLIED = "replied"
@@ -276,7 +278,7 @@ def _process_with_lease(
         return ProcessResult(
             status=BUSY, detail=gettext("Another worker is answering this conversation")
         )
-    held = False
+    held = released = False
     try:
         result = _process_turn(
             conversation_id=conversation_id,
@@ -289,11 +291,12 @@ def _process_with_lease(
             ahead=ahead if token == lease else None,
         )
         held = result.status == WAITING
+        released = result.lease_released
         return result
     finally:
         # Released even across a database blip: a lease left behind would turn
         # this turn's own retry away as "busy". A waiting turn keeps it.
-        if not held:
+        if not (held or released):
             db_retry_transient(lambda: lease_release(conversation_id=conversation_id, token=token))
 
 
@@ -451,6 +454,9 @@ def _process_turn(
         run.tool_calls = plan.tool_calls
         run.finished_at = timezone.now()
         run.save()
+        # Let go of the conversation in the same commit as the turn: the next
+        # worker sees both or neither, and the turn pays one commit, not two.
+        lease_release(conversation_id=conversation_id, token=token)
     status = {
         AgentRun.Outcome.HANDOFF: HANDOFF,
         AgentRun.Outcome.FALLBACK: FALLBACK,
@@ -461,6 +467,7 @@ def _process_turn(
         run_id=run.pk,
         replies=len(replies),
         message_id=turn[-1].pk,
+        lease_released=True,
     )
 
 

@@ -683,12 +683,17 @@ def _observe_response(message: Message, *, now: datetime) -> None:
     earlier = Message.objects.filter(
         reply_to_id=message.reply_to_id, sent_at__isnull=False
     ).exclude(pk=message.pk)
-    if earlier.exists():
+    # One read: the lead's message, and whether an earlier part already ended the wait.
+    asked = (
+        Message.objects.filter(pk=message.reply_to_id)
+        .annotate(answered=Exists(earlier))
+        .only("received_at", "created_at")
+        .first()
+    )
+    if asked is None or asked.answered:
         return
     # From the moment the lead's message reached us: intake's time is part of the wait.
-    asked = Message.objects.filter(pk=message.reply_to_id).only("received_at", "created_at").first()
-    if asked is not None:
-        histogram_observe("agent_response_seconds", (now - asked.arrived_at).total_seconds())
+    histogram_observe("agent_response_seconds", (now - asked.arrived_at).total_seconds())
     histogram_observe("outbox_reply_wait_seconds", (now - message.created_at).total_seconds())
 
 
