@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import recreate_database
+from bench.common import recreate_database, yardstick_ms
 from bench.process_cpu import cpu_by_group, cpu_used
 
 Q_NAME = "bench_replies"
@@ -81,6 +81,8 @@ class Result:
     # Cores busy (all groups) in each TIMELINE_STEP from the first post: whether
     # the cores are saturated after the window or the work waits on something else.
     timeline: list[float] = field(default_factory=list)
+    # bench.common.yardstick_ms just before the scenario: how fast the machine was.
+    yardstick: float | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -101,6 +103,7 @@ class Result:
             if self.wall
             else None,
             "cores_busy_timeline": self.timeline,
+            "yardstick_ms": self.yardstick,
         }
 
 
@@ -182,6 +185,7 @@ def run_scenario(
     lock = threading.Lock()
     import httpx
 
+    yardstick = yardstick_ms()
     cpu_before = cpu_by_group(os.getpid(), _process_group)
     started = time.time()
     timeline: list[float] = []
@@ -265,6 +269,7 @@ def run_scenario(
         stages=stages,
         cpu=cpu,
         timeline=timeline,
+        yardstick=yardstick,
     )
 
 
@@ -349,7 +354,7 @@ def print_result(result: Result) -> None:
         f"answered {result.answered:4}  total p50 {total['p50']} p95 {total['p95']} "
         f"max {total['max']} s | platform p50 {platform['p50']} p95 {platform['p95']} "
         f"max {platform['max']} s | recovery {result.recovered} dup {result.duplicates} "
-        f"| load {os.getloadavg()[0]:.1f}",
+        f"| load {os.getloadavg()[0]:.1f} | yardstick {result.yardstick} ms",
         flush=True,
     )
 
