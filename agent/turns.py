@@ -37,6 +37,7 @@ from agent.selectors import (
     why_not_answer,
 )
 from channels.event_backlog import webhook_events_unprocessed
+from conversations.addressing import lead_addresses
 from conversations.handoffs import handoff_open
 from conversations.models import Conversation, Lead, Message
 from conversations.outbox import outbox_cancel, outbox_enqueue
@@ -369,11 +370,14 @@ def _process_turn(
         now = timezone.now()
         due = turn_due_at(turn, chip_id=conversation.chip_id, now=now)
         if due > now:
-            # Not while intake still holds deliveries of this chip that came
-            # after the turn's last message: the lead's next one may be among
-            # them, and would make the plan a wasted model call. A turn that
-            # waits by storage (due past its quiet time) already found some in
-            # `turn_due_at`; otherwise one indexed read, empty unless intake lags.
+            # Not while intake still holds a delivery of this lead that came
+            # after the turn's last message: it would make the plan a wasted
+            # model call. Other leads' deliveries in line do not count: when a
+            # hundred leads write to one chip at once, nearly every first task
+            # found some, and their turns asked the model only once the window
+            # had ended. A turn that waits by storage (due past its quiet time)
+            # already found deliveries of the chip in `turn_due_at`; otherwise
+            # one indexed read, empty unless intake lags.
             if (
                 planned is None
                 and snapshot is not None
@@ -382,6 +386,7 @@ def _process_turn(
                     chip_id=conversation.chip_id,
                     received_from=turn[-1].arrived_at,
                     received_before=now,
+                    naming=lead_addresses(conversation.lead, provider=conversation.chip.provider),
                 )
             ):
                 planned = turn_plan_ahead(

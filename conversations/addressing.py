@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conversations.models import LeadIdentity, Message
+from conversations.models import Lead, LeadIdentity, Message
 
 
 def lead_address(message: Message) -> str:
@@ -17,3 +17,12 @@ def lead_address(message: Message) -> str:
         .first()
     )
     return identity or ""
+
+
+def lead_addresses(lead: Lead, *, provider: str) -> list[str]:
+    """Every way `provider`'s payloads name the lead: the phone's digits and its ids there."""
+    identities = LeadIdentity.objects.filter(lead=lead, provider=provider).values_list(
+        "external_id", flat=True
+    )
+    phone = lead.phone.lstrip("+") if lead.phone else ""
+    return [address for address in dict.fromkeys([phone, *identities]) if address]

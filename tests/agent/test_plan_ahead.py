@@ -14,8 +14,9 @@ from django_q.models import OrmQ
 from agent import tasks
 from agent.models import AgentRun
 from agent.turns import SUPERSEDED_REASON
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, LeadIdentity, Message
 from tests.agent.held_tasks import held_answers
+from tests.channels.webhooks import load_fixture_json
 from tests.factories.agent import AgentProfileFactory
 from tests.factories.channels import WebhookEventFactory
 from tests.factories.conversations import (
@@ -226,16 +227,53 @@ def test_a_reply_still_queued_for_an_earlier_turn_is_superseded_by_the_planned_o
     assert replies(conversation) == ["Para quantas pessoas?", "Para 80 pessoas fica R$ 9.000."]
 
 
-def test_no_plan_while_intake_still_holds_a_delivery_of_the_chip_that_came_after(
-    fake_openai, conversation
-):
+def _in_intake_line(conversation: Conversation, remote_jid: str) -> None:
+    """A real Evolution delivery from `remote_jid` to the chip, still waiting in intake's line."""
+    payload = load_fixture_json("evolution", "messages_upsert__text_incoming_v1")
+    payload["data"]["key"]["remoteJid"] = remote_jid
+    WebhookEventFactory(chip=conversation.chip, payload=payload)
+
+
+def _first_task_with_a_delivery_in_line(conversation: Conversation, remote_jid: str) -> dict:
     message = InboundMessageFactory(conversation=conversation, body="oi")
     Message.objects.filter(pk=message.pk).update(received_at=timezone.now() - timedelta(seconds=1))
-    # The lead's next message (or anyone's on this number), still in intake's line.
-    WebhookEventFactory(chip=conversation.chip)
+    _in_intake_line(conversation, remote_jid)
 
     assert tasks.answer_message(message.pk) == "waiting"
 
-    assert fake_openai.requests == []
     _args, kwargs = held_answer()
+    return kwargs
+
+
+def test_no_plan_while_intake_still_holds_a_later_delivery_of_the_lead(fake_openai, conversation):
+    phone = conversation.lead.phone.lstrip("+")
+
+    kwargs = _first_task_with_a_delivery_in_line(conversation, f"{phone}@s.whatsapp.net")
+
+    # The lead's next message would make the plan a wasted model call.
+    assert fake_openai.requests == []
     assert kwargs["ahead"] is None
+
+
+def test_a_lead_known_by_a_lid_is_recognised_in_intake_line_too(fake_openai, conversation):
+    LeadIdentity.objects.create(
+        lead=conversation.lead,
+        provider=conversation.chip.provider,
+        external_id="160815467536386@lid",
+        is_lid=True,
+    )
+
+    kwargs = _first_task_with_a_delivery_in_line(conversation, "160815467536386@lid")
+
+    assert fake_openai.requests == []
+    assert kwargs["ahead"] is None
+
+
+def test_other_leads_deliveries_in_line_do_not_hold_the_plan_back(fake_openai, conversation):
+    # A hundred leads writing to one number at once: intake holds the others'.
+    fake_openai.script(completion("Oi! Em que posso ajudar?"))
+
+    kwargs = _first_task_with_a_delivery_in_line(conversation, "5511912345678@s.whatsapp.net")
+
+    assert len(fake_openai.requests) == 1
+    assert kwargs["ahead"]["plan"]["replies"] == ["Oi! Em que posso ajudar?"]
