@@ -30,8 +30,10 @@ def webhook_events_unprocessed(
 
     With `naming`, only deliveries whose payload contains one of those
     strings (a lead's phone digits or provider ids) count: which lead a
-    delivery is from is known only once intake has parsed it, and a textual
-    match can only err towards counting a delivery that merely mentions them.
+    delivery is from is known only once intake has parsed it. A textual
+    match may count a delivery that merely mentions the lead, or miss one
+    that names them some other way; the caller must be one for which either
+    costs little (planning ahead: a plan held back, or made again).
     """
     # An index range scan (webhook_status_idx: status, received_at) over the
     # events still in line in that period, however large the table.
