@@ -83,6 +83,7 @@ bench: install-dev
 	DATABASE_URL=$${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/sdr_ops_bench_campaigns} \
 		$(PY) bench/campaign_enqueue.py --sizes 1000 100000 --full
 	$(PY) bench/reply_latency.py --brokers redis orm --flood --json reply-latency.json
+	$(PY) bench/turn_cpu.py --leads 50 --rounds 3
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-* staticfiles .pytest_cache .ruff_cache
