@@ -23,7 +23,6 @@ from agent.flows import FLOW_DONE
 from agent.models import AgentProfile, AgentRun, ConversationLease, default_system_prompt
 from conversations.models import Conversation, Message
 
-ANSWER_TASK = "agent.tasks.answer_message"
 # An outbound message that answers the lead: the agent's reply, or the system
 # notice of a handoff (which must leave even though a human now has the thread).
 ANSWER_PURPOSES = (Message.Purpose.REPLY, Message.Purpose.SYSTEM)

@@ -44,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import recreate_database, yardstick_ms
 
 WINDOW = 4.0
-ANSWER_TASK = "agent.tasks.answer_message"
 
 
 def run_round(*, leads: int, chip: Any) -> dict[str, Any]:
@@ -54,6 +53,7 @@ def run_round(*, leads: int, chip: Any) -> dict[str, Any]:
     from django_q.signing import SignedPackage
 
     from agent.tasks import answer_message
+    from agent.turns import ANSWER_TASK
     from conversations.outbox import outbox_drain
     from tests.factories.conversations import ConversationFactory, InboundMessageFactory
 
