@@ -42,6 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import recreate_database, yardstick_ms
+from bench.reply_latency import REPLY, make_chips
 
 WINDOW = 4.0
 
@@ -135,22 +136,10 @@ def main() -> None:
         django.setup()
         from django.core.management import call_command
 
-        from agent.models import AgentProfile
-        from channels.models import Chip
-
         call_command("migrate", verbosity=0)
-        llm.script(then=completion("Oi! Aqui é a Júlia. Como posso ajudar?"))
-        profile = AgentProfile.objects.create(name="bench", system_prompt="Você é a Júlia.")
-        chip = Chip.objects.create(
-            name="bench",
-            provider="evolution",
-            status=Chip.Status.CONNECTED,
-            api_base_url=provider.url,
-            instance_id="bench",
-            api_token="bench-token",  # noqa: S106 - the fake provider's
-            daily_cap=10**6,
-            agent_profile=profile,
-        )
+        llm.script(then=completion(REPLY))
+        # The reply-latency bench's chip: its profile, the fake provider, no daily cap.
+        [chip] = make_chips("turn", 1, provider.url)
         rounds = []
         for n in range(args.rounds):
             result = run_round(leads=args.leads, chip=chip)
