@@ -282,6 +282,8 @@ class AgentRun(models.Model):
         FALLBACK = "fallback", "Fallback"
         SKIPPED = "skipped", pgettext_lazy("message", "Ignored")
         ERROR = "error", _("Error")
+        # Applied while the lead was typing, withdrawn before its reply left (agent.held_turn).
+        SUPERSEDED = "superseded", _("Superseded")
 
     conversation = models.ForeignKey(
         "conversations.Conversation",

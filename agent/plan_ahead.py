@@ -148,6 +148,63 @@ def _message_counts(conversation_id: int) -> tuple[int, int | None, int, int, in
     return count, last, dead, ignored, queued
 
 
+def _state_digest(state: tuple[Any, ...]) -> str:
+    return hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest()
+
+
+def _profile_columns(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A profile's (pk, is_active, updated_at) read through a join: `_profile_state`'s shape."""
+    pk, is_active, updated_at = values
+    return (None,) if pk is None else (pk, is_active, updated_at.isoformat())
+
+
+def conversation_snapshot(conversation_id: int) -> TurnSnapshot | None:
+    """`turn_snapshot`'s kind of snapshot read in two statements, without loading the rows.
+
+    For a turn applied during the window (agent.held_turn): taken when it
+    was applied and again when the window ends, by this same function, so
+    the two compare. The conversation and lead columns are those of
+    `turn_snapshot`'s state; None when the conversation is gone.
+    """
+    row = (
+        Conversation.objects.filter(pk=conversation_id)
+        .values_list(
+            "chip_id",
+            "status",
+            "controlled_by",
+            "agent_paused",
+            "flow_step",
+            "flow_data",
+            "agent_profile_id",
+            "agent_profile__is_active",
+            "agent_profile__updated_at",
+            "chip__agent_profile_id",
+            "chip__agent_profile__is_active",
+            "chip__agent_profile__updated_at",
+            "lead__opted_out",
+            "lead__name",
+            "lead__email",
+            "lead__company",
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    count, last, dead, ignored, queued_replies = _message_counts(conversation_id)
+    state = (
+        *row[:5],
+        json.dumps(row[5] or {}, sort_keys=True, default=str),
+        *_profile_columns(row[6:9]),
+        *_profile_columns(row[9:12]),
+        *row[12:],
+    )
+    return TurnSnapshot(
+        messages=(count, last, dead, ignored),
+        state=_state_digest(state),
+        queued_replies=queued_replies,
+    )
+
+
 def turn_snapshot(*, conversation: Conversation) -> TurnSnapshot:
     """The conversation as loaded (`agent.turns._load`) and its messages now: one query.
 
@@ -173,7 +230,7 @@ def turn_snapshot(*, conversation: Conversation) -> TurnSnapshot:
     )
     return TurnSnapshot(
         messages=(count, last, dead, ignored),
-        state=hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest(),
+        state=_state_digest(state),
         queued_replies=queued_replies,
     )
 

@@ -10,20 +10,24 @@ from core.models import AuditEntry
 
 
 def answer_message(
-    message_id: int, lease: str | None = None, ahead: dict[str, Any] | None = None
+    message_id: int,
+    lease: str | None = None,
+    ahead: dict[str, Any] | None = None,
+    held: dict[str, Any] | None = None,
 ) -> str:
     """Enqueued after ingest commits a lead's message (see agent.apps / AGENT_HOOKS).
 
     With `lease`: the same turn resumed once the lead stopped typing (it was
     scheduled for then by agent.turns, holding the conversation's lease);
-    `ahead` is the plan made meanwhile (agent.plan_ahead), applied if still current.
+    `ahead` is the plan made meanwhile (agent.plan_ahead), applied if still current;
+    `held` the turn applied meanwhile (agent.held_turn), released or withdrawn.
 
     A turn cut by a database blip is answered again when the database is
     back (a turn is idempotent: an answered message is not answered twice),
     instead of waiting for the stuck-conversation recovery.
     """
     return db_retry_transient(
-        lambda: message_reply(message_id=message_id, lease=lease, ahead=ahead)
+        lambda: message_reply(message_id=message_id, lease=lease, ahead=ahead, held=held)
     ).status
 
 

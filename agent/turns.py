@@ -24,9 +24,22 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from agent.held_turn import (
+    WITHDRAWN_REASON,
+    HeldTurn,
+    held_replies,
+    held_turn_withdraw,
+    plan_may_be_held,
+)
 from agent.leases import lease_acquire, lease_hold, lease_release
 from agent.models import AgentRun
-from agent.plan_ahead import PlannedTurn, planned_turn_current, turn_plan_ahead, turn_snapshot
+from agent.plan_ahead import (
+    PlannedTurn,
+    conversation_snapshot,
+    planned_turn_current,
+    turn_plan_ahead,
+    turn_snapshot,
+)
 from agent.planning import TurnPlan, describe_error, failure_plan, ms_since, plan_turn
 from agent.selectors import (
     MAX_TURN_MESSAGES,
@@ -40,7 +53,7 @@ from channels.event_backlog import webhook_events_unprocessed
 from conversations.addressing import lead_addresses
 from conversations.handoffs import handoff_open
 from conversations.models import Conversation, Lead, Message
-from conversations.outbox import outbox_cancel, outbox_enqueue
+from conversations.outbox import outbox_cancel, outbox_enqueue, outbox_kick
 from conversations.ownership import conversation_set_owner
 from conversations.presence import presence_typing
 from core.brokers import agent_cluster, async_task_at
@@ -163,6 +176,11 @@ def turn_due_at(turn: list[Message], *, chip_id: int, now: datetime) -> datetime
     return quiet
 
 
+def _hold_until(due: datetime) -> datetime:
+    """The end of a waiting turn's lease, and of its held replies' hold."""
+    return due + timedelta(seconds=settings.AGENT_LEASE_SECONDS)
+
+
 def _resume_later(
     *,
     conversation_id: int,
@@ -170,6 +188,7 @@ def _resume_later(
     message_id: int,
     due: datetime,
     planned: PlannedTurn | None = None,
+    held: HeldTurn | None = None,
 ) -> bool:
     """Hold the conversation until `due` and have a worker resume the turn then.
 
@@ -182,9 +201,10 @@ def _resume_later(
     queued task. Lost anyway (broker data gone), the lease expires and the
     stuck-conversation recovery answers. False when it could not be
     scheduled: the caller answers at once instead. A plan made during the
-    window travels with it (agent.plan_ahead).
+    window travels with it (agent.plan_ahead), or the turn applied with it
+    (agent.held_turn), whose replies are held as long as the lease.
     """
-    until = due + timedelta(seconds=settings.AGENT_LEASE_SECONDS)
+    until = _hold_until(due)
     if not lease_hold(conversation_id=conversation_id, token=token, until=until):
         return False
     try:
@@ -195,6 +215,7 @@ def _resume_later(
                 message_id,
                 lease=token,
                 ahead=planned.as_payload() if planned is not None else None,
+                held=held.as_payload() if held is not None else None,
                 group="agent",
                 cluster=agent_cluster(),
                 save=False,
@@ -216,13 +237,15 @@ def message_reply(
     force: bool = False,
     lease: str | None = None,
     ahead: dict[str, Any] | None = None,
+    held: dict[str, Any] | None = None,
 ) -> ProcessResult:
     """Answer the turn an inbound message belongs to (the worker task's entry point).
 
     Without `force` nothing is sent when the message is already answered.
     With `force` (ops) the message and everything the lead wrote after it are
     answered again. `lease` is the token of a turn that waited for the lead
-    to stop typing (the resumed task), `ahead` the plan made meanwhile.
+    to stop typing (the resumed task), `ahead` the plan made meanwhile,
+    `held` the turn applied meanwhile, to release or withdraw.
     """
     message = (
         Message.objects.filter(pk=message_id, direction=Message.Direction.INBOUND)
@@ -238,6 +261,7 @@ def message_reply(
         force=force,
         lease=lease,
         ahead=ahead,
+        held=held,
     )
     if result.status in (BUSY, SKIPPED, WAITING):
         return result
@@ -266,6 +290,7 @@ def _process_with_lease(
     force: bool = False,
     lease: str | None = None,
     ahead: dict[str, Any] | None = None,
+    held: dict[str, Any] | None = None,
 ) -> ProcessResult:
     token = None
     if lease is not None:
@@ -279,7 +304,7 @@ def _process_with_lease(
         return ProcessResult(
             status=BUSY, detail=gettext("Another worker is answering this conversation")
         )
-    held = released = False
+    waiting = released = False
     try:
         result = _process_turn(
             conversation_id=conversation_id,
@@ -288,16 +313,18 @@ def _process_with_lease(
             force=force,
             token=token,
             resumed_for=target.pk if lease is not None and target is not None else None,
-            # Only the task holding the lease the plan was made under may apply it.
+            # Only the task holding the lease the plan was made under may apply
+            # it, or release the turn applied under it.
             ahead=ahead if token == lease else None,
+            held=HeldTurn.from_payload(held) if held is not None and token == lease else None,
         )
-        held = result.status == WAITING
+        waiting = result.status == WAITING
         released = result.lease_released
         return result
     finally:
         # Released even across a database blip: a lease left behind would turn
         # this turn's own retry away as "busy". A waiting turn keeps it.
-        if not (held or released):
+        if not (waiting or released):
             db_retry_transient(lambda: lease_release(conversation_id=conversation_id, token=token))
 
 
@@ -316,7 +343,13 @@ def _process_turn(
     token: str,
     resumed_for: int | None,
     ahead: dict[str, Any] | None = None,
+    held: HeldTurn | None = None,
 ) -> ProcessResult:
+    if held is not None:
+        released = _held_turn_resume(held=held, token=token)
+        if released is not None:
+            return released
+        # Withdrawn: the turn is answered afresh below, as if never applied.
     conversation = _load(conversation_id)
     reason = why_not_answer(conversation=conversation)
     if reason:
@@ -395,18 +428,32 @@ def _process_turn(
                     turn=turn,
                     snapshot=snapshot,
                 )
+            applied = (
+                _held_turn_apply(conversation=conversation, planned=planned, turn=turn, due=due)
+                if planned is not None
+                and snapshot is not None
+                and settings.AGENT_APPLY_DURING_WINDOW
+                and plan_may_be_held(
+                    plan=planned.plan, conversation=conversation, turn=turn, snapshot=snapshot
+                )
+                else None
+            )
             if _resume_later(
                 conversation_id=conversation_id,
                 token=token,
                 message_id=turn[-1].pk,
                 due=due,
-                planned=planned,
+                planned=planned if applied is None else None,
+                held=applied,
             ):
                 return ProcessResult(
                     status=WAITING,
                     detail=gettext("Waiting for the lead to finish typing"),
                     message_id=turn[-1].pk,
                 )
+            if applied is not None:
+                # No task will resume it: the replies leave now rather than with the lease.
+                return _held_turn_release(held=applied, token=token, arrived=turn[-1].arrived_at)
 
     histogram_observe(
         "agent_debounce_seconds", (timezone.now() - turn[-1].arrived_at).total_seconds()
@@ -449,16 +496,7 @@ def _process_turn(
             # Only this conversation's turns queue replies, under the lease we hold.
             supersede=snapshot is None or snapshot.queued_replies > 0,
         )
-        run.latency_ms = plan.llm_ms if plan.llm_ms is not None else planning_ms
-        run.kind = plan.kind
-        run.outcome = plan.outcome
-        run.error = plan.error[:5000]
-        run.model = plan.model[:100]
-        run.prompt_tokens = plan.prompt_tokens
-        run.completion_tokens = plan.completion_tokens
-        run.tool_calls = plan.tool_calls
-        run.finished_at = timezone.now()
-        run.save()
+        _run_record(run, plan=plan, planning_ms=planning_ms)
         # Let go of the conversation in the same commit as the turn: the next
         # worker sees both or neither, and the turn pays one commit, not two.
         lease_release(conversation_id=conversation_id, token=token)
@@ -476,13 +514,38 @@ def _process_turn(
     )
 
 
+def _run_record(run: AgentRun, *, plan: TurnPlan, planning_ms: int) -> None:
+    run.latency_ms = plan.llm_ms if plan.llm_ms is not None else planning_ms
+    run.kind = plan.kind
+    run.outcome = plan.outcome
+    run.error = plan.error[:5000]
+    run.model = plan.model[:100]
+    run.prompt_tokens = plan.prompt_tokens
+    run.completion_tokens = plan.completion_tokens
+    run.tool_calls = plan.tool_calls
+    run.finished_at = timezone.now()
+    run.save()
+
+
 def _apply(
-    *, conversation: Conversation, plan: TurnPlan, turn: list[Message], supersede: bool = True
+    *,
+    conversation: Conversation,
+    plan: TurnPlan,
+    turn: list[Message],
+    supersede: bool = True,
+    hold_until: datetime | None = None,
 ) -> list[Message]:
+    """Write the plan's effects. With `hold_until`, its replies are queued but held till then."""
     now = timezone.now()
     last = turn[-1]
     replies = [
-        outbox_enqueue(conversation=conversation, body=body, purpose=plan.purpose, reply_to=last)
+        outbox_enqueue(
+            conversation=conversation,
+            body=body,
+            purpose=plan.purpose,
+            reply_to=last,
+            not_before=hold_until,
+        )
         for body in plan.replies
         if body.strip()
     ]
@@ -523,13 +586,114 @@ def _apply(
     if plan.handoff is not None:
         reason, note = plan.handoff
         handoff_open(conversation=conversation, reason=reason, note=note)
-    if replies:
+    if replies and hold_until is None:
         # What the lead feels (agent_response_seconds) is observed when the
-        # provider accepts the first part, in the outbox.
+        # provider accepts the first part, in the outbox. A held turn's is
+        # observed when its replies are released.
         histogram_observe("agent_turn_seconds", (now - last.arrived_at).total_seconds())
     if plan.kind == AgentRun.Kind.LLM and plan.llm_ms is not None:
         histogram_observe("agent_llm_seconds", plan.llm_ms / 1000)
     return replies
+
+
+# --- A turn applied during the window (agent.held_turn) ----------------------------------------
+
+
+def _held_turn_apply(
+    *, conversation: Conversation, planned: PlannedTurn, turn: list[Message], due: datetime
+) -> HeldTurn | None:
+    """Apply a plain plan now, its replies held until the lease ends; None if it failed."""
+    plan = planned.plan
+    try:
+        with transaction.atomic():
+            replies = _apply(
+                conversation=conversation,
+                plan=plan,
+                turn=turn,
+                supersede=False,  # nothing to supersede (plan_may_be_held)
+                hold_until=_hold_until(due),
+            )
+            run = AgentRun(
+                conversation=conversation,
+                message=turn[-1],
+                profile_id=planned.profile_id,
+                trigger=AgentRun.Trigger.INBOUND,
+            )
+            _run_record(run, plan=plan, planning_ms=planned.plan_ms)
+            # Read back as the window's end will read it, in the same statements.
+            snapshot = conversation_snapshot(conversation.pk)
+    except Exception:
+        # The turn is then applied when the window ends, as without this.
+        logger.exception("agent: applying the turn of conversation %s failed", conversation.pk)
+        return None
+    if snapshot is None:
+        return None
+    return HeldTurn.of(
+        conversation=conversation, plan=plan, turn=turn, run=run, replies=replies, snapshot=snapshot
+    )
+
+
+def _held_turn_resume(*, held: HeldTurn, token: str) -> ProcessResult | None:
+    """When the window ends: release the held replies, or withdraw the turn (None).
+
+    Withdrawn when anything the turn depends on changed since it was
+    applied; held longer when intake still holds deliveries of the chip from
+    within the window (`turn_due_at`), as a turn waiting for them would be.
+    """
+    if conversation_snapshot(held.conversation_id) != held.snapshot:
+        if held_turn_withdraw(held, reason=_withdrawal_reason(held)):
+            return None
+        return _held_turn_release(held=held, token=token)
+    turn = held.turn()
+    now = timezone.now()
+    due = turn_due_at(turn, chip_id=held.chip_id, now=now) if turn else now
+    if due > now:
+        held_replies(held).update(next_attempt_at=_hold_until(due))
+        if _resume_later(
+            conversation_id=held.conversation_id,
+            token=token,
+            message_id=turn[-1].pk,
+            due=due,
+            held=held,
+        ):
+            return ProcessResult(
+                status=WAITING,
+                detail=gettext("Waiting for the lead to finish typing"),
+                message_id=turn[-1].pk,
+            )
+    return _held_turn_release(held=held, token=token, arrived=turn[-1].arrived_at if turn else None)
+
+
+def _withdrawal_reason(held: HeldTurn) -> str:
+    """The lead's new message is the usual cause, and its reason says what the lead got."""
+    newer = latest_inbound_after(conversation_id=held.conversation_id, message_id=held.turn_ids[-1])
+    return str(SUPERSEDED_REASON if newer is not None else WITHDRAWN_REASON)
+
+
+def _held_turn_release(
+    *, held: HeldTurn, token: str, arrived: datetime | None = None
+) -> ProcessResult:
+    """The held replies are due now; the conversation is let go in the same commit.
+
+    `arrived`: when the turn's last message came, for the debounce and turn metrics.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        released = held_replies(held).update(next_attempt_at=now, updated_at=now)
+        lease_release(conversation_id=held.conversation_id, token=token)
+        if released:
+            outbox_kick(chip_id=held.chip_id)
+    if arrived is not None:
+        histogram_observe("agent_debounce_seconds", (now - arrived).total_seconds())
+        if released:
+            histogram_observe("agent_turn_seconds", (now - arrived).total_seconds())
+    return ProcessResult(
+        status=REPLIED,
+        run_id=held.run_id,
+        replies=released,
+        message_id=held.turn_ids[-1],
+        lease_released=True,
+    )
 
 
 def _supersede_stale_replies(*, conversation: Conversation, last: Message) -> int:

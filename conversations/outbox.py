@@ -140,7 +140,13 @@ def outbox_enqueue(
     sent_by: object | None = None,
     not_before: datetime | None = None,
 ) -> Message:
-    """Queue a text message on the conversation's chip; a sender runs after commit."""
+    """Queue a text message on the conversation's chip; a sender runs after commit.
+
+    With `not_before` ahead, no sender is asked now: it would find nothing
+    due. Whoever set the time brings it forward (agent.held_turn), or the
+    periodic sweep sends it.
+    """
+    now = timezone.now()
     message = Message.objects.create(
         conversation=conversation,
         chip_id=conversation.chip_id,
@@ -153,9 +159,10 @@ def outbox_enqueue(
         campaign=campaign,
         reply_to=reply_to,
         sent_by=sent_by,
-        next_attempt_at=not_before or timezone.now(),
+        next_attempt_at=not_before or now,
     )
-    outbox_kick(chip_id=conversation.chip_id)
+    if not_before is None or not_before <= now:
+        outbox_kick(chip_id=conversation.chip_id)
     return message
 
 

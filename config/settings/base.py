@@ -441,6 +441,11 @@ AGENT_BURST_MAX_WAIT_SECONDS = env.float("AGENT_BURST_MAX_WAIT_SECONDS", default
 # window ends instead of queueing for the model then. Costs one model call per
 # message that restarts the window; False plans only once the lead is quiet.
 AGENT_PLAN_DURING_WINDOW = env.bool("AGENT_PLAN_DURING_WINDOW", default=True)
+# A plain plan (replies, a flow step) is also applied during the window, its
+# replies held until it ends (agent/held_turn.py): the window's end only
+# releases them, and withdraws the turn if the conversation changed meanwhile.
+# False applies every plan when the window ends.
+AGENT_APPLY_DURING_WINDOW = env.bool("AGENT_APPLY_DURING_WINDOW", default=True)
 # One worker answers a conversation at a time; a dead worker's claim expires
 # after this long. Must exceed Q_CLUSTER["timeout"] (a live task never loses it).
 AGENT_LEASE_SECONDS = env.int("AGENT_LEASE_SECONDS", default=150)

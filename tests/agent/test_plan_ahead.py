@@ -34,6 +34,9 @@ WINDOW = 4.0
 @pytest.fixture
 def conversation(sandbox_chip, settings):
     settings.AGENT_BURST_WINDOW_SECONDS = WINDOW
+    # The plan is carried to the window's end, not applied before it
+    # (test_held_turn.py covers that): what a plan that cannot be held gets.
+    settings.AGENT_APPLY_DURING_WINDOW = False
     sandbox_chip.agent_profile = AgentProfileFactory()
     sandbox_chip.save()
     return ConversationFactory(chip=sandbox_chip)

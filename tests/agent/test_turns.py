@@ -11,9 +11,11 @@ from django_q.models import OrmQ
 
 from agent import tasks
 from agent.models import AgentRun, ConversationLease
+from agent.turns import SUPERSEDED_REASON
 from conversations import tasks as conversation_tasks
 from conversations.ingest import AGENT_HOOKS
 from conversations.models import Conversation, Handoff, Message
+from conversations.outbox import outbox_claim_next
 from tests.agent.held_tasks import held_answers
 from tests.channels.webhooks import post_webhook
 from tests.factories.agent import AgentProfileFactory
@@ -74,7 +76,11 @@ def test_a_burst_of_messages_gets_one_reply_without_a_worker_waiting(
     [(args, kwargs, due)] = held_answers()
     assert args == (burst[-1].pk,)
     assert abs((due - burst[-1].created_at).total_seconds() - 1.5) < 0.01
-    assert not outbound(conversation)
+    # Applied meanwhile (agent.held_turn), its reply held: nothing may leave yet.
+    [held] = outbound(conversation)
+    assert held.status == Message.Status.QUEUED
+    assert held.next_attempt_at > due
+    assert outbox_claim_next() is None
     assert tasks.answer_message(burst[1].pk) == "busy"
     assert tasks.answer_message(burst[2].pk) == "busy"
 
@@ -83,6 +89,7 @@ def test_a_burst_of_messages_gets_one_reply_without_a_worker_waiting(
 
     [reply] = outbound(conversation)
     assert reply.reply_to_id == burst[-1].pk
+    assert outbox_claim_next().message_id == reply.pk  # released when the window ended
     assert [m["content"] for m in fake_openai.requests[0].body["messages"][1:]] == [
         "oi",
         "tudo bem?",
@@ -159,10 +166,16 @@ def test_a_message_during_the_wait_moves_the_answer_and_the_lead_still_gets_one(
 
     time.sleep(max(0.0, (due - timezone.now()).total_seconds()))
     assert tasks.answer_message(*args, **kwargs) == "replied"
-    assert [(r.body, r.reply_to_id) for r in outbound(conversation)] == [
-        ("Oi! Fazemos sim.", second.pk)
+    # Applied during each wait: the answer to "oi" alone was withdrawn before it left.
+    assert [(r.body, r.reply_to_id, r.status) for r in outbound(conversation)] == [
+        ("Oi! Como posso ajudar?", first.pk, Message.Status.CANCELLED),
+        ("Oi! Fazemos sim.", second.pk, Message.Status.QUEUED),
     ]
-    # Planned during each wait: the plan for "oi" alone went stale and was never sent.
+    assert outbound(conversation)[0].last_error == str(SUPERSEDED_REASON)
+    assert list(AgentRun.objects.order_by("pk").values_list("outcome", flat=True)) == [
+        AgentRun.Outcome.SUPERSEDED,
+        AgentRun.Outcome.REPLIED,
+    ]
     assert [len(r.body["messages"]) - 1 for r in fake_openai.requests] == [1, 2]
 
 
