@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 from django.conf import settings
@@ -105,6 +106,9 @@ class Claim:
     # More of the same claim follow on this chip: recording this one keeps the
     # chip busy for them instead of freeing it.
     more_follow: bool = False
+    # The chip's circuit was closed with no failure counted when claimed: a
+    # success changes nothing on it (see `_record_success_mid_batch`).
+    circuit_clean: bool = False
 
 
 @dataclass
@@ -411,6 +415,7 @@ def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
     # Busy until the last answer is recorded (or the lease ends, if this worker dies).
     chip.next_send_at = lease_expires_at
     chip.save(update_fields=list(dict.fromkeys(chip_fields)))
+    circuit_clean = chip.circuit_state == Chip.CircuitState.CLOSED and not chip.consecutive_failures
     return [
         Claim(
             message_id=message.pk,
@@ -420,6 +425,7 @@ def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
             lease_expires_at=lease_expires_at,
             purpose=message.purpose,
             more_follow=index < len(claimed) - 1,
+            circuit_clean=circuit_clean,
         )
         for index, (message, probe) in enumerate(claimed)
     ]
@@ -525,7 +531,18 @@ def outbox_send_claimed(*, claim: Claim, client: httpx.Client) -> SendResult:
             )
             result = SendResult.failed(ErrorKind.TRANSIENT, f"{type(exc).__name__}: {exc}")
     duration_ms = int((time.monotonic() - started) * 1000)
-    outbox_record_result(claim=claim, result=result, started_at=started_at, duration_ms=duration_ms)
+    if result.ok and claim.more_follow and claim.circuit_clean:
+        _record_success_mid_batch(
+            claim=claim,
+            message=message,
+            result=result,
+            started_at=started_at,
+            duration_ms=duration_ms,
+        )
+    else:
+        outbox_record_result(
+            claim=claim, result=result, started_at=started_at, duration_ms=duration_ms
+        )
     return result
 
 
@@ -644,6 +661,54 @@ def outbox_record_result(
         )
 
 
+def _record_success_mid_batch(
+    *,
+    claim: Claim,
+    message: Message,
+    result: SendResult,
+    started_at: datetime,
+    duration_ms: int,
+) -> None:
+    """`outbox_record_result` for a success that more of its batch follow, without the chip.
+
+    The chip stays held by the batch, and its circuit was clean when claimed
+    (closed, no failure counted): a success would write nothing on its row
+    but the time of the last send, which the batch's last answer records.
+    So the chip is neither locked nor written here, and the message is
+    marked sent by one conditional update: three statements fewer per reply
+    when a chip answers many leads at once, where the sends of one chip are
+    the one thing that cannot spread over the cores.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        DeliveryAttempt.objects.create(
+            message_id=claim.message_id,
+            chip_id=claim.chip_id,
+            started_at=started_at,
+            duration_ms=duration_ms,
+            outcome=DeliveryAttempt.Outcome.SENT,
+            http_status=result.http_status,
+            error_code=result.error_code[:50],
+            error=result.error,
+            provider_message_id=result.provider_message_id[:255],
+        )
+        sent = _sent_fields(result, now=now)
+        marked = Message.objects.filter(
+            pk=claim.message_id, status=Message.Status.SENDING, attempts=claim.attempt
+        ).update(**sent, updated_at=now)
+        if marked:
+            for name, value in sent.items():
+                setattr(message, name, value)
+            _after_sent(message, now=now)
+        else:
+            # As in `outbox_record_result`: the lease ran out, another worker's record decides.
+            logger.warning("outbox: message %s lost its lease while sending", claim.message_id)
+        counter_inc(
+            "integration_requests_total",
+            {"integration": message.chip.provider, "operation": "send_text", "outcome": "ok"},
+        )
+
+
 def _describe(result: SendResult) -> str:
     parts = [str(result.error_kind)]
     if result.http_status:
@@ -653,26 +718,28 @@ def _describe(result: SendResult) -> str:
     return f"{' / '.join(parts)}: {result.error}"[:2000]
 
 
+def _sent_fields(result: SendResult, *, now: datetime) -> dict[str, Any]:
+    return {
+        "status": Message.Status.SENT,
+        "outcome": Message.Outcome.SENT,
+        "provider_message_id": result.provider_message_id,
+        "sent_at": now,
+        "lease_expires_at": None,
+        "next_attempt_at": None,
+        "last_error": "",
+    }
+
+
 def _record_sent(message: Message, *, result: SendResult, now: datetime) -> None:
-    message.status = Message.Status.SENT
-    message.outcome = Message.Outcome.SENT
-    message.provider_message_id = result.provider_message_id
-    message.sent_at = now
-    message.lease_expires_at = None
-    message.next_attempt_at = None
-    message.last_error = ""
-    message.save(
-        update_fields=[
-            "status",
-            "outcome",
-            "provider_message_id",
-            "sent_at",
-            "lease_expires_at",
-            "next_attempt_at",
-            "last_error",
-            "updated_at",
-        ]
-    )
+    sent = _sent_fields(result, now=now)
+    for name, value in sent.items():
+        setattr(message, name, value)
+    message.save(update_fields=[*sent, "updated_at"])
+    _after_sent(message, now=now)
+
+
+def _after_sent(message: Message, *, now: datetime) -> None:
+    """What a message accepted by the provider changes besides its own row."""
     Conversation.objects.filter(pk=message.conversation_id).update(
         last_outbound_at=now, last_message_at=now
     )

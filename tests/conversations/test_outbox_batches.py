@@ -172,3 +172,64 @@ def test_business_messages_and_circuit_probes_are_never_batched(
     claims = outbox.outbox_claim_batch()
     assert [c.probe for c in claims] == [True]
     assert claims[0].chip_id == probing.pk
+
+
+def chip_writes(queries) -> int:
+    return sum(1 for q in queries if q["sql"].startswith('UPDATE "channels_chip"'))
+
+
+def test_a_success_mid_batch_leaves_the_chip_row_to_the_batch_s_last_answer(
+    fake_provider, provider_chip
+):
+    chip = provider_chip()
+    first, second = replies(chip, 2)
+    claims = outbox.outbox_claim_batch(limit=2)
+
+    with outbox.provider_client() as client, CaptureQueriesContext(connection) as queries:
+        outbox.outbox_send_claimed(claim=claims[0], client=client)
+    # Sent and recorded, with the chip neither locked nor written.
+    assert chip_writes(queries.captured_queries) == 0
+    assert not any('FROM "channels_chip"' in q["sql"] for q in queries.captured_queries)
+    first.refresh_from_db()
+    assert (first.status, first.provider_message_id) == (Message.Status.SENT, "FAKE000001")
+    assert DeliveryAttempt.objects.get(message=first).outcome == DeliveryAttempt.Outcome.SENT
+
+    with outbox.provider_client() as client, CaptureQueriesContext(connection) as queries:
+        outbox.outbox_send_claimed(claim=claims[1], client=client)
+    assert chip_writes(queries.captured_queries) == 1
+    chip.refresh_from_db()
+    assert chip.last_sent_at == DeliveryAttempt.objects.get(message=second).started_at
+    assert chip.next_send_at <= timezone.now()
+
+
+def test_a_chip_with_failures_counted_records_each_success_of_a_batch(fake_provider, provider_chip):
+    chip = provider_chip()
+    Chip.objects.filter(pk=chip.pk).update(consecutive_failures=2)
+    replies(chip, 2)
+    claims = outbox.outbox_claim_batch(limit=2)
+
+    with outbox.provider_client() as client:
+        outbox.outbox_send_claimed(claim=claims[0], client=client)
+
+    # The first success resets the count, as it would alone: a failure next
+    # in the batch must count one, not three.
+    chip.refresh_from_db()
+    assert chip.consecutive_failures == 0
+
+
+def test_a_mid_batch_success_whose_lease_was_taken_over_is_left_to_the_new_owner(
+    fake_provider, provider_chip
+):
+    chip = provider_chip()
+    first, _second = replies(chip, 2)
+    claims = outbox.outbox_claim_batch(limit=2)
+    # The lease ran out and another worker claimed the message again.
+    Message.objects.filter(pk=first.pk).update(attempts=2)
+
+    with outbox.provider_client() as client:
+        result = outbox.outbox_send_claimed(claim=claims[0], client=client)
+
+    assert result.ok
+    first.refresh_from_db()
+    assert first.status == Message.Status.SENDING  # the new owner's record decides
+    assert DeliveryAttempt.objects.filter(message=first).count() == 1  # kept for the ops
