@@ -285,42 +285,54 @@ def _process_group(cmdline: str, environ: str) -> str:
 def _stages(
     *, phones: set[str], posted: dict[str, float], accepted: dict[str, float], window: float
 ) -> dict[str, dict[str, float | None]]:
-    """Where each answer's time went, from the rows the platform wrote (the profile)."""
+    """Where each answer's time went, from the rows the platform wrote (the profile).
+
+    Counted from the window's end (the lead's message received + the
+    window): a turn applied during the window (agent.held_turn) wrote its
+    reply before it, so that stage is negative; what the platform adds
+    after the window is the wait for the send to start, then the send.
+    """
     from agent.models import AgentRun
-    from conversations.models import Message
+    from conversations.models import DeliveryAttempt, Message
 
     parts: dict[str, list[float]] = {
         "intake (posted -> message stored)": [],
-        "turn start after the window (received + window -> run started)": [],
-        "turn (run started -> reply queued)": [],
-        "outbox (reply queued -> provider accepted)": [],
+        "reply written, from the window's end (received + window -> reply queued)": [],
+        "send start, from the window's end (received + window -> first attempt)": [],
+        "send (first attempt -> provider accepted)": [],
     }
     replies = Message.objects.filter(
         direction="out",
         reply_to__isnull=False,
         conversation__lead__phone__in=[f"+{p}" for p in phones],
     ).select_related("reply_to", "conversation__lead")
-    runs = {
-        run.message_id: run
-        for run in AgentRun.objects.filter(message__in=[r.reply_to_id for r in replies])
-    }
+    answered = set(
+        AgentRun.objects.filter(message__in=[r.reply_to_id for r in replies]).values_list(
+            "message_id", flat=True
+        )
+    )
+    attempts: dict[int, float] = {}
+    for message_id, started in DeliveryAttempt.objects.filter(
+        message__in=[r.pk for r in replies]
+    ).values_list("message_id", "started_at"):
+        at = started.timestamp()
+        attempts[message_id] = min(attempts.get(message_id, at), at)
     for reply in replies:
         phone = reply.conversation.lead.phone.lstrip("+")
-        if phone not in accepted or reply.reply_to_id not in runs:
+        if phone not in accepted or reply.reply_to_id not in answered or reply.pk not in attempts:
             continue
         stored = reply.reply_to.created_at.timestamp()
         # The window counts from the webhook's arrival; intake runs inside it.
-        arrived = reply.reply_to.arrived_at.timestamp()
-        run = runs[reply.reply_to_id]
+        window_end = reply.reply_to.arrived_at.timestamp() + window
         parts["intake (posted -> message stored)"].append(stored - posted[phone])
-        parts["turn start after the window (received + window -> run started)"].append(
-            run.started_at.timestamp() - arrived - window
+        parts["reply written, from the window's end (received + window -> reply queued)"].append(
+            reply.created_at.timestamp() - window_end
         )
-        parts["turn (run started -> reply queued)"].append(
-            reply.created_at.timestamp() - run.started_at.timestamp()
+        parts["send start, from the window's end (received + window -> first attempt)"].append(
+            attempts[reply.pk] - window_end
         )
-        parts["outbox (reply queued -> provider accepted)"].append(
-            accepted[phone] - reply.created_at.timestamp()
+        parts["send (first attempt -> provider accepted)"].append(
+            accepted[phone] - attempts[reply.pk]
         )
     return {name: _stats(values) for name, values in parts.items()}
 
