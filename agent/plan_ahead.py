@@ -158,13 +158,11 @@ def _profile_columns(values: tuple[Any, ...]) -> tuple[Any, ...]:
     return (None,) if pk is None else (pk, is_active, updated_at.isoformat())
 
 
-def conversation_snapshot(conversation_id: int) -> TurnSnapshot | None:
-    """`turn_snapshot`'s kind of snapshot read in two statements, without loading the rows.
+def conversation_state(conversation_id: int) -> str | None:
+    """`turn_snapshot`'s state digest read in one statement, without loading the rows.
 
-    For a turn applied during the window (agent.held_turn): taken when it
-    was applied and again when the window ends, by this same function, so
-    the two compare. The conversation and lead columns are those of
-    `turn_snapshot`'s state; None when the conversation is gone.
+    The same columns, in the same shape, so the two digests of one
+    conversation compare; None when the conversation is gone.
     """
     row = (
         Conversation.objects.filter(pk=conversation_id)
@@ -190,18 +188,25 @@ def conversation_snapshot(conversation_id: int) -> TurnSnapshot | None:
     )
     if row is None:
         return None
-    count, last, dead, ignored, queued_replies = _message_counts(conversation_id)
-    state = (
-        *row[:5],
-        json.dumps(row[5] or {}, sort_keys=True, default=str),
-        *_profile_columns(row[6:9]),
-        *_profile_columns(row[9:12]),
-        *row[12:],
+    return _state_digest(
+        (
+            *row[:5],
+            json.dumps(row[5] or {}, sort_keys=True, default=str),
+            *_profile_columns(row[6:9]),
+            *_profile_columns(row[9:12]),
+            *row[12:],
+        )
     )
+
+
+def conversation_snapshot(conversation_id: int) -> TurnSnapshot | None:
+    """`turn_snapshot` in two statements, without loading the rows (agent.held_turn)."""
+    state = conversation_state(conversation_id)
+    if state is None:
+        return None
+    count, last, dead, ignored, queued_replies = _message_counts(conversation_id)
     return TurnSnapshot(
-        messages=(count, last, dead, ignored),
-        state=_state_digest(state),
-        queued_replies=queued_replies,
+        messages=(count, last, dead, ignored), state=state, queued_replies=queued_replies
     )
 
 

@@ -35,7 +35,9 @@ from agent.leases import lease_acquire, lease_hold, lease_release
 from agent.models import AgentRun
 from agent.plan_ahead import (
     PlannedTurn,
+    TurnSnapshot,
     conversation_snapshot,
+    conversation_state,
     planned_turn_current,
     turn_plan_ahead,
     turn_snapshot,
@@ -429,7 +431,9 @@ def _process_turn(
                     snapshot=snapshot,
                 )
             applied = (
-                _held_turn_apply(conversation=conversation, planned=planned, turn=turn, due=due)
+                _held_turn_apply(
+                    conversation=conversation, planned=planned, turn=turn, due=due, before=snapshot
+                )
                 if planned is not None
                 and snapshot is not None
                 and settings.AGENT_APPLY_DURING_WINDOW
@@ -600,9 +604,22 @@ def _apply(
 
 
 def _held_turn_apply(
-    *, conversation: Conversation, planned: PlannedTurn, turn: list[Message], due: datetime
+    *,
+    conversation: Conversation,
+    planned: PlannedTurn,
+    turn: list[Message],
+    due: datetime,
+    before: TurnSnapshot,
 ) -> HeldTurn | None:
-    """Apply a plain plan now, its replies held until the lease ends; None if it failed."""
+    """Apply a plain plan now, its replies held until the lease ends; None if it failed.
+
+    `before` is the snapshot taken before the turn was read: what the
+    window's end must find is that, plus the replies written here and the
+    flow step moved here. A message the lead sent meanwhile (stored while
+    the model was asked) is then a difference, as it must be: the applied
+    turn did not answer it. The state is read back after the writes, in the
+    statement the window's end will read it with.
+    """
     plan = planned.plan
     try:
         with transaction.atomic():
@@ -620,14 +637,18 @@ def _held_turn_apply(
                 trigger=AgentRun.Trigger.INBOUND,
             )
             _run_record(run, plan=plan, planning_ms=planned.plan_ms)
-            # Read back as the window's end will read it, in the same statements.
-            snapshot = conversation_snapshot(conversation.pk)
+            state = conversation_state(conversation.pk)
     except Exception:
         # The turn is then applied when the window ends, as without this.
         logger.exception("agent: applying the turn of conversation %s failed", conversation.pk)
         return None
-    if snapshot is None:
+    if state is None:
         return None
+    count, last, dead, ignored = before.messages
+    snapshot = TurnSnapshot(
+        messages=(count + len(replies), max(last or 0, *(r.pk for r in replies)), dead, ignored),
+        state=state,
+    )
     return HeldTurn.of(
         conversation=conversation, plan=plan, turn=turn, run=run, replies=replies, snapshot=snapshot
     )

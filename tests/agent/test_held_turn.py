@@ -6,10 +6,12 @@ withdrawn (its reply cancelled with the reason) and the turn answered again:
 never silence, never two answers.
 """
 
+import threading
 from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db import connections
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -30,7 +32,7 @@ from tests.factories.conversations import (
     InboundMessageFactory,
     OutboundMessageFactory,
 )
-from tests.support.fake_openai import completion
+from tests.support.fake_openai import Answer, completion
 
 pytestmark = pytest.mark.django_db
 
@@ -367,3 +369,42 @@ def test_an_operator_who_moved_the_flow_keeps_the_move(zapi_chip, fake_zapi, set
     [live] = [body for body, status, _why in answers(conversation) if status == "queued"]
     assert live.startswith("Escolha uma das opções: 1, 2 ou 3 🙂")
     assert AgentRun.objects.filter(outcome=AgentRun.Outcome.SUPERSEDED).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_stored_while_the_model_answered_is_not_left_to_a_second_answer(
+    fake_openai, conversation, fake_zapi
+):
+    """Two deliveries of one lead a few ms apart (the flood bench saw it happen).
+
+    The first task read its turn before the second message was stored, then
+    asked the model: the applied turn answers the first message only, so the
+    window's end must find the second one and answer both together.
+    """
+    first = InboundMessageFactory(conversation=conversation, body="oi")
+    fake_openai.script(
+        Answer(hang=0.5, body=completion("Oi!").body), completion("Fazemos casamento sim!")
+    )
+    stored: list[Message] = []
+    writer = threading.Timer(
+        0.2,
+        lambda: stored.append(
+            InboundMessageFactory(conversation=conversation, body="vocês fazem casamento?")
+        ),
+    )
+    writer.start()
+    assert tasks.answer_message(first.pk) == "waiting"
+    writer.join()
+    connections.close_all()  # the writer thread's connection
+    args, kwargs = held_answer()
+    assert kwargs["held"]["turn"] == [first.pk]  # the model was asked about "oi" alone
+
+    window_over(first, *stored)
+    assert tasks.answer_message(*args, **kwargs) == "replied"
+
+    assert answers(conversation) == [
+        ("Oi!", "cancelled", str(SUPERSEDED_REASON)),
+        ("Fazemos casamento sim!", "queued", ""),
+    ]
+    contents = [m["content"] for m in fake_openai.requests[1].body["messages"][1:]]
+    assert contents == ["oi", "vocês fazem casamento?"]
