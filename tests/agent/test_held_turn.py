@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connections
+from django.db import connection
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -23,7 +23,7 @@ from agent.turns import SUPERSEDED_REASON, _load
 from conversations import outbox
 from conversations.models import Conversation, Message
 from conversations.ownership import conversation_set_owner
-from tests.agent.held_tasks import held_answers
+from tests.agent.held_tasks import held_answer, held_answers
 from tests.channels.webhooks import load_fixture_json
 from tests.factories.agent import AgentProfileFactory
 from tests.factories.channels import WebhookEventFactory
@@ -55,10 +55,15 @@ def conversation(sandbox_chip, settings, fake_zapi):
     return ConversationFactory(chip=sandbox_chip)
 
 
-def held_answer() -> tuple[tuple, dict]:
-    [(args, kwargs, _due)] = held_answers()
-    OrmQ.objects.all().delete()
-    return args, kwargs
+def first_task_holds(
+    fake_openai, conversation: Conversation, says: str, *answers: str
+) -> tuple[Message, tuple, dict]:
+    """The lead writes; the first task plans and applies the turn, and leaves its resumption."""
+    message = InboundMessageFactory(conversation=conversation, body=says)
+    fake_openai.script(*(completion(text) for text in answers))
+    assert tasks.answer_message(message.pk) == "waiting"
+    args, kwargs = held_answer()
+    return message, args, kwargs
 
 
 def window_over(*messages: Message) -> None:
@@ -146,10 +151,9 @@ def test_a_turn_whose_conversation_changed_is_withdrawn_and_answered_again(
     OutboundMessageFactory(
         conversation=conversation, body="Olá! Posso ajudar?", status=Message.Status.SENT
     )
-    message = InboundMessageFactory(conversation=conversation, body="quero um orçamento")
-    fake_openai.script(completion("resposta antiga"), completion("resposta nova"))
-    assert tasks.answer_message(message.pk) == "waiting"
-    args, kwargs = held_answer()
+    message, args, kwargs = first_task_holds(
+        fake_openai, conversation, "quero um orçamento", "resposta antiga", "resposta nova"
+    )
 
     change(conversation)
     window_over(message)
@@ -199,10 +203,7 @@ def test_a_lead_who_writes_again_gets_one_answer_to_both_messages(
 def test_a_human_who_takes_over_in_the_window_is_not_followed_by_the_held_reply(
     fake_openai, conversation, fake_zapi
 ):
-    message = InboundMessageFactory(conversation=conversation, body="oi")
-    fake_openai.script(completion("Oi! Aqui é a Júlia."))
-    assert tasks.answer_message(message.pk) == "waiting"
-    args, kwargs = held_answer()
+    message, args, kwargs = first_task_holds(fake_openai, conversation, "oi", "Oi! Aqui é a Júlia.")
 
     conversation_set_owner(
         conversation=conversation, owner=Conversation.ControlledBy.HUMAN, reason="SDR assumiu"
@@ -238,10 +239,7 @@ def test_a_lost_resume_costs_time_not_the_answer(fake_openai, conversation, fake
 def test_intake_still_holding_part_of_the_burst_holds_the_reply_longer(
     fake_openai, conversation, fake_zapi
 ):
-    message = InboundMessageFactory(conversation=conversation, body="oi")
-    fake_openai.script(completion("Oi!"))
-    assert tasks.answer_message(message.pk) == "waiting"
-    args, kwargs = held_answer()
+    message, args, kwargs = first_task_holds(fake_openai, conversation, "oi", "Oi!")
 
     # By arrival the window is over, but a delivery of the chip that came
     # within it still waits in intake's line (a flood): the turn waits by storage.
@@ -263,10 +261,7 @@ def test_intake_still_holding_part_of_the_burst_holds_the_reply_longer(
 
 
 def test_a_reply_that_already_left_is_never_withdrawn(fake_openai, conversation, fake_zapi):
-    message = InboundMessageFactory(conversation=conversation, body="oi")
-    fake_openai.script(completion("Oi!"), completion("Às 18h."))
-    assert tasks.answer_message(message.pk) == "waiting"
-    args, kwargs = held_answer()
+    message, args, kwargs = first_task_holds(fake_openai, conversation, "oi", "Oi!")
     # The resume came after the lease, and with it the hold, had ended: the reply left.
     Message.objects.filter(reply_to=message).update(status=Message.Status.SENT)
     newer = InboundMessageFactory(conversation=conversation, body="que horas abre?")
@@ -386,16 +381,19 @@ def test_a_message_stored_while_the_model_answered_is_not_left_to_a_second_answe
         Answer(hang=0.5, body=completion("Oi!").body), completion("Fazemos casamento sim!")
     )
     stored: list[Message] = []
-    writer = threading.Timer(
-        0.2,
-        lambda: stored.append(
-            InboundMessageFactory(conversation=conversation, body="vocês fazem casamento?")
-        ),
-    )
+
+    def lead_writes_again() -> None:
+        try:
+            stored.append(
+                InboundMessageFactory(conversation=conversation, body="vocês fazem casamento?")
+            )
+        finally:
+            connection.close()  # this thread's own connection
+
+    writer = threading.Timer(0.2, lead_writes_again)
     writer.start()
     assert tasks.answer_message(first.pk) == "waiting"
     writer.join()
-    connections.close_all()  # the writer thread's connection
     args, kwargs = held_answer()
     assert kwargs["held"]["turn"] == [first.pk]  # the model was asked about "oi" alone
 

@@ -9,13 +9,12 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_q.models import OrmQ
 
 from agent import tasks
 from agent.models import AgentRun
 from agent.turns import SUPERSEDED_REASON
 from conversations.models import Conversation, LeadIdentity, Message
-from tests.agent.held_tasks import held_answers
+from tests.agent.held_tasks import held_answer
 from tests.channels.webhooks import load_fixture_json
 from tests.factories.agent import AgentProfileFactory
 from tests.factories.channels import WebhookEventFactory
@@ -40,12 +39,6 @@ def conversation(sandbox_chip, settings):
     sandbox_chip.agent_profile = AgentProfileFactory()
     sandbox_chip.save()
     return ConversationFactory(chip=sandbox_chip)
-
-
-def held_answer() -> tuple[tuple, dict]:
-    [(args, kwargs, _due)] = held_answers()
-    OrmQ.objects.all().delete()
-    return args, kwargs
 
 
 def window_over(message: Message) -> None:
