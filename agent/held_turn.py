@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -159,7 +160,7 @@ class HeldTurn:
             return None
 
 
-def held_replies(held: HeldTurn) -> Any:
+def held_replies(held: HeldTurn) -> QuerySet[Message]:
     """The held turn's replies that have not left (the release and the hold act on these)."""
     return Message.objects.filter(pk__in=held.reply_ids, status=Message.Status.QUEUED)
 

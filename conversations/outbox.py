@@ -569,17 +569,7 @@ def outbox_record_result(
     kind = result.error_kind
     with transaction.atomic():
         chip = Chip.objects.select_for_update(no_key=True).get(pk=claim.chip_id)
-        DeliveryAttempt.objects.create(
-            message_id=claim.message_id,
-            chip=chip,
-            started_at=started_at,
-            duration_ms=duration_ms,
-            outcome=DeliveryAttempt.Outcome.SENT if result.ok else str(kind),
-            http_status=result.http_status,
-            error_code=result.error_code[:50],
-            error=result.error,
-            provider_message_id=result.provider_message_id[:255],
-        )
+        _attempt_record(claim=claim, result=result, started_at=started_at, duration_ms=duration_ms)
         message = (
             Message.objects.select_for_update(of=("self",))
             .select_related("conversation")
@@ -661,6 +651,23 @@ def outbox_record_result(
         )
 
 
+def _attempt_record(
+    *, claim: Claim, result: SendResult, started_at: datetime, duration_ms: int
+) -> None:
+    """One row per attempt, whatever its outcome: what the ops read of a message's sends."""
+    DeliveryAttempt.objects.create(
+        message_id=claim.message_id,
+        chip_id=claim.chip_id,
+        started_at=started_at,
+        duration_ms=duration_ms,
+        outcome=DeliveryAttempt.Outcome.SENT if result.ok else str(result.error_kind),
+        http_status=result.http_status,
+        error_code=result.error_code[:50],
+        error=result.error,
+        provider_message_id=result.provider_message_id[:255],
+    )
+
+
 def _record_success_mid_batch(
     *,
     claim: Claim,
@@ -681,17 +688,7 @@ def _record_success_mid_batch(
     """
     now = timezone.now()
     with transaction.atomic():
-        DeliveryAttempt.objects.create(
-            message_id=claim.message_id,
-            chip_id=claim.chip_id,
-            started_at=started_at,
-            duration_ms=duration_ms,
-            outcome=DeliveryAttempt.Outcome.SENT,
-            http_status=result.http_status,
-            error_code=result.error_code[:50],
-            error=result.error,
-            provider_message_id=result.provider_message_id[:255],
-        )
+        _attempt_record(claim=claim, result=result, started_at=started_at, duration_ms=duration_ms)
         sent = _sent_fields(result, now=now)
         marked = Message.objects.filter(
             pk=claim.message_id, status=Message.Status.SENDING, attempts=claim.attempt
