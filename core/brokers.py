@@ -20,10 +20,11 @@ process has to stay alive (or asleep) to remember it:
   tasks that became due after them.
 - Redis broker: the package waits in a sorted set scored by its due time;
   each `dequeue` first moves the due ones to the queue (atomically, in one
-  Lua script) and blocks no longer than until the next one is due. A task
-  held while the pusher is already blocked wakes it through a second list
-  the pusher blocks on too: otherwise a task due sooner than the block's end
-  (up to a second) would wait for it.
+  Lua script) and blocks no longer than until the next one is due, napping
+  the last tenth of a second in the pusher (Redis ends a block on its own
+  100 ms tick). A task held while the pusher is already blocked wakes it
+  through a second list the pusher blocks on too: otherwise a task due
+  sooner than the block's end (up to a second) would wait for it.
 
 A held task is late by at most the broker's poll (ORM, `poll`) or a few
 milliseconds (Redis), plus whatever backlog is ahead of it.
@@ -120,6 +121,14 @@ return '-1'
 """
 # The longest a dequeue blocks: django-q2's own Redis broker waits 1 s.
 _BLOCK_SECONDS = 1.0
+# Redis ends a blocking command's timeout on its timer tick (`hz`, 10 by
+# default: every 100 ms), not at the timeout: a 10 ms BLPOP returns after
+# 100 ms, a 200 ms one after 200 to 300 ms. Relying on it made every held
+# task up to a tick late (a resumed turn started 90 ms after its window in
+# the reply-latency bench). So the last stretch of a wait is napped here,
+# in naps this long.
+_REDIS_TICK = 0.1
+_NAP_SECONDS = 0.01
 
 
 class PooledRedis(Redis):
@@ -166,8 +175,18 @@ class PooledRedis(Redis):
         )
         block = _BLOCK_SECONDS
         if next_due >= 0:
-            # Wake up when the next held task is due (BLPOP's 0 means forever).
-            block = min(block, max(next_due - time.time(), 0.01))
+            wait = next_due - time.time()
+            if wait < 2 * _REDIS_TICK:
+                # Too close for BLPOP's timeout: nap here, looking at the queue
+                # between naps, so a task queued meanwhile is not kept waiting.
+                popped_now = self.connection.lpop(self.list_key)
+                if popped_now is not None:
+                    return [(None, popped_now)]
+                time.sleep(min(max(wait, 0.001), _NAP_SECONDS))
+                return None
+            # Redis ends the block up to a tick late: ask for a tick less, and
+            # nap the rest (above).
+            block = min(block, wait - _REDIS_TICK)
         popped = self.connection.blpop([self.list_key, self.wake_key], block)
         if popped and popped[0].decode() == self.list_key:
             return [(None, popped[1])]

@@ -89,6 +89,41 @@ def test_redis_holds_a_task_until_it_is_due(redis_broker):
     queue.delete(f"{key}:held")
 
 
+@pytest.mark.parametrize("ahead", [0.03, 0.25])
+def test_redis_hands_out_a_held_task_on_time_not_on_its_timer_tick(redis_broker, ahead):
+    """Redis ends a BLPOP's timeout on its 100 ms tick: a task due in 30 ms came 70 ms late."""
+    queue, key = redis_broker
+    queue.delete(f"{key}:held", f"{key}:wake")
+    broker = get_broker()
+    due = timezone.now() + timedelta(seconds=ahead)
+    async_task_at(due, "math.floor", ahead)
+
+    [(_, package)] = _dequeue_until_task(broker, timeout=5)
+
+    late = (timezone.now() - due).total_seconds()
+    assert 0 <= late < 0.05
+    assert SignedPackage.loads(package)["args"] == (ahead,)
+    queue.delete(f"{key}:held", f"{key}:wake")
+
+
+def test_redis_napping_for_a_held_task_still_hands_out_one_queued_meanwhile(redis_broker):
+    queue, key = redis_broker
+    queue.delete(f"{key}:held", f"{key}:wake")
+    broker = get_broker()
+    async_task_at(timezone.now() + timedelta(seconds=3), "math.floor", 9.5)
+    # Due in 0.15 s: the pusher naps for it instead of blocking.
+    async_task_at(timezone.now() + timedelta(seconds=0.15), "math.floor", 8.5)
+    assert broker.dequeue() is None
+    queued_at = time.monotonic()
+    async_task("math.floor", 7.5)
+
+    [(_, package)] = _dequeue_until_task(broker, timeout=5)
+
+    assert SignedPackage.loads(package)["args"] == (7.5,)
+    assert time.monotonic() - queued_at < 0.1
+    queue.delete(f"{key}:held", f"{key}:wake")
+
+
 @pytest.mark.django_db
 def test_orm_holds_a_task_until_it_is_due():
     due = timezone.now() + timedelta(seconds=0.8)
