@@ -30,8 +30,10 @@ table), with production settings.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import secrets
 import statistics
 import sys
@@ -47,7 +49,7 @@ from bench.reply_latency import REPLY, make_chips
 WINDOW = 4.0
 
 
-def run_round(*, leads: int, chip: Any) -> dict[str, Any]:
+def run_round(*, leads: int, chip: Any, profile: str | None = None) -> dict[str, Any]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
     from django_q.models import OrmQ
@@ -67,10 +69,21 @@ def run_round(*, leads: int, chip: Any) -> dict[str, Any]:
     steps: dict[str, tuple[float, int]] = {}
 
     def timed(name: str, work: Any) -> Any:
+        profiler = cProfile.Profile() if profile == name else None
         with CaptureQueriesContext(connection) as queries:
             started = time.process_time()
+            if profiler is not None:
+                profiler.enable()
             result = work()
+            if profiler is not None:
+                profiler.disable()
             steps[name] = (time.process_time() - started, len(queries))
+        if profiler is not None:
+            # The profiler's own overhead inflates this round's CPU: read the
+            # shares, not the milliseconds.
+            stats = pstats.Stats(profiler)
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats(40)
         return result
 
     timed("first", lambda: [answer_message(message.pk) for message in messages])
@@ -105,6 +118,11 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", help="write the rounds here")
+    parser.add_argument(
+        "--profile",
+        choices=("first", "resumed", "send"),
+        help="print cProfile's hot spots of this step in the last round (its CPU is then inflated)",
+    )
     args = parser.parse_args()
 
     url = os.environ.get(
@@ -142,7 +160,8 @@ def main() -> None:
         [chip] = make_chips("turn", 1, provider.url)
         rounds = []
         for n in range(args.rounds):
-            result = run_round(leads=args.leads, chip=chip)
+            last = n == args.rounds - 1
+            result = run_round(leads=args.leads, chip=chip, profile=args.profile if last else None)
             rounds.append(result)
             steps = "; ".join(
                 f"{name} {result[name]['cpu_ms']} ms, {result[name]['statements']} statements, "
