@@ -43,7 +43,8 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Exists, F, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Case, Exists, F, Min, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -107,8 +108,15 @@ class Claim:
     # chip busy for them instead of freeing it.
     more_follow: bool = False
     # The chip's circuit was closed with no failure counted when claimed: a
-    # success changes nothing on it (see `_record_success_mid_batch`).
+    # success changes nothing on it (see `_record_success_clean`).
     circuit_clean: bool = False
+    # When the lead's message this part answers first arrived: the lead's
+    # wait ends when it is accepted (agent_response_seconds). Read by the
+    # claim, when no earlier part of the answer may still leave.
+    lead_waiting_since: datetime | None = None
+    # The message as the claim loaded it (its conversation, lead and chip):
+    # the send does not read it again.
+    message: Message | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -267,8 +275,11 @@ def _hold(messages: QuerySet[Message], *, until: datetime, reason: str) -> int:
     return messages.update(next_attempt_at=until, last_error=reason, updated_at=timezone.now())
 
 
-def _gate_proactive(chip: Chip, *, now: datetime) -> None:
-    """Move business-initiated messages this chip may not send now out of the due set."""
+def _gate_proactive(chip: Chip, *, now: datetime) -> set[str]:
+    """Move business-initiated messages this chip may not send now out of the due set.
+
+    Returns the purposes held: none of their messages may leave in this claim.
+    """
     due = Message.objects.filter(_due(now), chip=chip)
     block = pacing.chip_proactive_block(chip, now=now)
     if block is not None:
@@ -277,11 +288,15 @@ def _gate_proactive(chip: Chip, *, now: datetime) -> None:
             until=block.until,
             reason=block.reason,
         )
+        return set(pacing.PROACTIVE_PURPOSES)
+    held = set()
     hold_until = now + timedelta(seconds=settings.OUTBOX_HOLD_SECONDS)
     for purpose in pacing.PROACTIVE_PURPOSES:
         reason = pacing.chip_purpose_block(chip, purpose=purpose)
         if reason:
             _hold(due.filter(purpose=purpose), until=hold_until, reason=reason)
+            held.add(purpose)
+    return held
 
 
 def _may_leave(message: Message, *, now: datetime) -> Verdict | None:
@@ -318,20 +333,65 @@ def _cancel(message: Message, *, reason: str, now: datetime) -> None:
     counter_inc("outbound_messages_total", {"outcome": "cancelled"})
 
 
+def _unsent_live_parts() -> QuerySet[Message]:
+    """Reply, system and human messages that have not left: later parts wait for these."""
+    return Message.objects.filter(
+        direction=Message.Direction.OUTBOUND,
+        purpose__in=pacing.LIVE_PURPOSES,
+        status__in=[Message.Status.QUEUED, Message.Status.SENDING],
+    )
+
+
+def _first_unsent_live_parts(conversation_ids: set[int]) -> dict[int, int]:
+    """The first live part of each conversation that has not left, by conversation (one read)."""
+    if not conversation_ids:
+        return {}
+    firsts: dict[int, int] = {}
+    for conversation_id, pk in (
+        _unsent_live_parts()
+        .filter(conversation_id__in=conversation_ids)
+        .values_list("conversation_id", "pk")
+    ):
+        firsts[conversation_id] = min(pk, firsts.get(conversation_id, pk))
+    return firsts
+
+
 def _earlier_live_part(message: Message) -> Message | None:
     """An earlier reply, system or human message of the conversation that has not left."""
     return (
-        Message.objects.filter(
-            conversation_id=message.conversation_id,
-            direction=Message.Direction.OUTBOUND,
-            purpose__in=pacing.LIVE_PURPOSES,
-            status__in=[Message.Status.QUEUED, Message.Status.SENDING],
-            pk__lt=message.pk,
-        )
+        _unsent_live_parts()
+        .filter(conversation_id=message.conversation_id, pk__lt=message.pk)
         .order_by("pk")
         .only("pk", "next_attempt_at", "lease_expires_at")
         .first()
     )
+
+
+def _candidates(chip: Chip, *, now: datetime) -> QuerySet[Message]:
+    """The chip's due messages in sending order, locked, each with what its send needs.
+
+    `asked_at` and `answered` (for a reply: when the lead's message arrived,
+    and whether another part already answered it) end the lead's wait when
+    this part is accepted, without a read per send.
+    """
+    answered = Message.objects.filter(reply_to_id=OuterRef("reply_to_id"), sent_at__isnull=False)
+    candidates = (
+        Message.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("conversation__lead", "campaign")
+        .filter(_due(now), chip=chip, direction=Message.Direction.OUTBOUND)
+        .annotate(
+            asked_at=Coalesce("reply_to__received_at", "reply_to__created_at"),
+            answered=Exists(answered),
+        )
+        # The order of outbox_chip_due_idx (NULLS FIRST would not match it,
+        # and SQLite cannot index it); outbox_enqueue always sets the time.
+        .order_by("-priority", "next_attempt_at", "pk")
+    )
+    if pacing.chip_reply_ready_at(chip, now=now) is not None:
+        candidates = candidates.exclude(purpose__in=pacing.LIVE_PURPOSES)
+    if chip.next_proactive_at is not None and chip.next_proactive_at > now:
+        candidates = candidates.exclude(purpose__in=pacing.PROACTIVE_PURPOSES)
+    return candidates
 
 
 def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
@@ -342,26 +402,23 @@ def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
     answering a hundred leads at once pays the chip's lock and the due
     query once per batch instead of once per reply. Business-initiated
     messages keep their interval, and a circuit probe stays alone.
+
+    The chip's business-initiated messages are gated (`_gate_proactive`) only
+    when one of them would be claimed: a claim of replies alone does not
+    count the chip's sends of the day.
     """
-    _gate_proactive(chip, now=now)
     lease_seconds = settings.OUTBOX_LEASE_SECONDS
-    candidates = (
-        Message.objects.select_for_update(skip_locked=True, of=("self",))
-        .select_related("conversation__lead", "campaign")
-        .filter(_due(now), chip=chip, direction=Message.Direction.OUTBOUND)
-        # The order of outbox_chip_due_idx (NULLS FIRST would not match it,
-        # and SQLite cannot index it); outbox_enqueue always sets the time.
-        .order_by("-priority", "next_attempt_at", "pk")
-    )
-    if pacing.chip_reply_ready_at(chip, now=now) is not None:
-        candidates = candidates.exclude(purpose__in=pacing.LIVE_PURPOSES)
-    if chip.next_proactive_at is not None and chip.next_proactive_at > now:
-        candidates = candidates.exclude(purpose__in=pacing.PROACTIVE_PURPOSES)
     lease_expires_at = now + timedelta(seconds=lease_seconds)
+    owner = lease_owner()
     claimed: list[tuple[Message, bool]] = []
     conversations: set[int] = set()
     chip_fields = ["next_send_at", "circuit_state", "circuit_retry_at", "updated_at"]
-    for message in candidates[: max(20, limit)]:
+    candidates = list(_candidates(chip, now=now)[: max(20, limit)])
+    firsts = _first_unsent_live_parts(
+        {m.conversation_id for m in candidates if m.purpose in pacing.LIVE_PURPOSES}
+    )
+    gated: set[str] | None = None
+    for message in candidates:
         live = message.purpose in pacing.LIVE_PURPOSES
         if claimed:
             if not live:
@@ -370,7 +427,18 @@ def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
                 continue  # its earlier part is in this batch: the typing gap comes first
             if pacing.chip_reply_ready_at(chip, now=now) is not None:
                 break  # the reply ceiling is reached with this batch
-        earlier = _earlier_live_part(message) if live else None
+        if not live:
+            if gated is None:
+                gated = _gate_proactive(chip, now=now)
+            if message.purpose in gated:
+                continue  # held by the gate, with the rest of its purpose
+        # Read again only when an earlier part had not left when the batch was
+        # read: it may have been cancelled since, by this very loop.
+        earlier = (
+            _earlier_live_part(message)
+            if live and firsts.get(message.conversation_id, message.pk) < message.pk
+            else None
+        )
         if earlier is not None:
             # Never overtake an earlier part (one in retry backoff, say): wait for it.
             until = max(filter(None, [earlier.next_attempt_at, earlier.lease_expires_at, now]))
@@ -400,10 +468,8 @@ def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
         message.status = Message.Status.SENDING
         message.attempts += 1
         message.lease_expires_at = lease_expires_at
-        message.lease_owner = lease_owner()
-        message.save(
-            update_fields=["status", "attempts", "lease_expires_at", "lease_owner", "updated_at"]
-        )
+        message.lease_owner = owner
+        message.chip = chip
         if live:
             chip_fields += pacing.chip_reply_count(chip, now=now)
         claimed.append((message, probe))
@@ -412,6 +478,14 @@ def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
             break  # a business message or a circuit probe leaves alone
     if not claimed:
         return []
+    # One statement for the batch; each row is locked by this claim.
+    Message.objects.filter(pk__in=[message.pk for message, _ in claimed]).update(
+        status=Message.Status.SENDING,
+        attempts=F("attempts") + 1,
+        lease_expires_at=lease_expires_at,
+        lease_owner=owner,
+        updated_at=timezone.now(),
+    )
     # Busy until the last answer is recorded (or the lease ends, if this worker dies).
     chip.next_send_at = lease_expires_at
     chip.save(update_fields=list(dict.fromkeys(chip_fields)))
@@ -426,6 +500,10 @@ def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
             purpose=message.purpose,
             more_follow=index < len(claimed) - 1,
             circuit_clean=circuit_clean,
+            lead_waiting_since=(
+                message.asked_at if message.reply_to_id and not message.answered else None
+            ),
+            message=message,
         )
         for index, (message, probe) in enumerate(claimed)
     ]
@@ -502,7 +580,9 @@ def outbox_release_claims(claims: list[Claim]) -> int:
 
 def outbox_send_claimed(*, claim: Claim, client: httpx.Client) -> SendResult:
     """Hand a claimed message to its chip's provider and record what happened."""
-    message = Message.objects.select_related("chip", "conversation__lead").get(pk=claim.message_id)
+    message = claim.message or Message.objects.select_related("chip", "conversation__lead").get(
+        pk=claim.message_id
+    )
     chip = message.chip
     started_at = timezone.now()
     started = time.monotonic()
@@ -531,8 +611,12 @@ def outbox_send_claimed(*, claim: Claim, client: httpx.Client) -> SendResult:
             )
             result = SendResult.failed(ErrorKind.TRANSIENT, f"{type(exc).__name__}: {exc}")
     duration_ms = int((time.monotonic() - started) * 1000)
-    if result.ok and claim.more_follow and claim.circuit_clean:
-        _record_success_mid_batch(
+    if (
+        result.ok
+        and claim.circuit_clean
+        and (claim.more_follow or claim.purpose in pacing.LIVE_PURPOSES)
+    ):
+        _record_success_clean(
             claim=claim,
             message=message,
             result=result,
@@ -594,7 +678,7 @@ def outbox_record_result(
             chip_fields += ["last_sent_at", "circuit_state", "consecutive_failures"]
             chip_fields += ["circuit_retry_at"]
             if message is not None:
-                _record_sent(message, result=result, now=now)
+                _record_sent(message, result=result, now=now, claim=claim)
         else:
             error = _describe(result)
             chip.last_error = error
@@ -668,7 +752,7 @@ def _attempt_record(
     )
 
 
-def _record_success_mid_batch(
+def _record_success_clean(
     *,
     claim: Claim,
     message: Message,
@@ -676,13 +760,16 @@ def _record_success_mid_batch(
     started_at: datetime,
     duration_ms: int,
 ) -> None:
-    """`outbox_record_result` for a success that more of its batch follow, without the chip.
+    """`outbox_record_result` for a success on a clean circuit, without locking the chip.
 
-    The chip stays held by the batch, and its circuit was clean when claimed
-    (closed, no failure counted): a success would write nothing on its row
-    but the time of the last send, which the batch's last answer records.
-    So the chip is neither locked nor written here, and the message is
-    marked sent by one conditional update: three statements fewer per reply
+    The chip's circuit was clean when claimed (closed, no failure counted),
+    and the chip has been held by this claim since: a success changes
+    nothing on its circuit. In the middle of a batch the chip is not written
+    at all (the batch's last answer records the time of the last send);
+    after a batch's last reply, one conditional update frees it, unless
+    another worker holds it (this claim's lease ran out). A business message
+    keeps the full record, which spaces the chip's next one. The message is
+    marked sent by one conditional update. Four statements fewer per reply
     when a chip answers many leads at once, where the sends of one chip are
     the one thing that cannot spread over the cores.
     """
@@ -696,10 +783,19 @@ def _record_success_mid_batch(
         if marked:
             for name, value in sent.items():
                 setattr(message, name, value)
-            _after_sent(message, now=now)
+            _after_sent(message, now=now, claim=claim)
         else:
             # As in `outbox_record_result`: the lease ran out, another worker's record decides.
             logger.warning("outbox: message %s lost its lease while sending", claim.message_id)
+        if not claim.more_follow:
+            Chip.objects.filter(pk=claim.chip_id).update(
+                last_sent_at=started_at,
+                next_send_at=Case(
+                    When(next_send_at=claim.lease_expires_at, then=Value(now)),
+                    default=F("next_send_at"),
+                ),
+                updated_at=now,
+            )
         counter_inc(
             "integration_requests_total",
             {"integration": message.chip.provider, "operation": "send_text", "outcome": "ok"},
@@ -727,45 +823,31 @@ def _sent_fields(result: SendResult, *, now: datetime) -> dict[str, Any]:
     }
 
 
-def _record_sent(message: Message, *, result: SendResult, now: datetime) -> None:
+def _record_sent(message: Message, *, result: SendResult, now: datetime, claim: Claim) -> None:
     sent = _sent_fields(result, now=now)
     for name, value in sent.items():
         setattr(message, name, value)
     message.save(update_fields=[*sent, "updated_at"])
-    _after_sent(message, now=now)
+    _after_sent(message, now=now, claim=claim)
 
 
-def _after_sent(message: Message, *, now: datetime) -> None:
+def _after_sent(message: Message, *, now: datetime, claim: Claim) -> None:
     """What a message accepted by the provider changes besides its own row."""
     Conversation.objects.filter(pk=message.conversation_id).update(
         last_outbound_at=now, last_message_at=now
     )
     if message.purpose in pacing.LIVE_PURPOSES:
         _space_next_part(message, now=now)
-        _observe_response(message, now=now)
+        if claim.lead_waiting_since is not None:
+            # The first part of the turn's answer was accepted: the lead's wait is
+            # over, counted from when their message reached us (intake included).
+            waited = (now - claim.lead_waiting_since).total_seconds()
+            histogram_observe("agent_response_seconds", waited)
+            histogram_observe(
+                "outbox_reply_wait_seconds", (now - message.created_at).total_seconds()
+            )
     _settled(message)
     counter_inc("outbound_messages_total", {"outcome": "sent"})
-
-
-def _observe_response(message: Message, *, now: datetime) -> None:
-    """The first part of a turn's answer was accepted: the lead's wait is over."""
-    if message.reply_to_id is None:
-        return
-    earlier = Message.objects.filter(
-        reply_to_id=message.reply_to_id, sent_at__isnull=False
-    ).exclude(pk=message.pk)
-    # One read: the lead's message, and whether an earlier part already ended the wait.
-    asked = (
-        Message.objects.filter(pk=message.reply_to_id)
-        .annotate(answered=Exists(earlier))
-        .only("received_at", "created_at")
-        .first()
-    )
-    if asked is None or asked.answered:
-        return
-    # From the moment the lead's message reached us: intake's time is part of the wait.
-    histogram_observe("agent_response_seconds", (now - asked.arrived_at).total_seconds())
-    histogram_observe("outbox_reply_wait_seconds", (now - message.created_at).total_seconds())
 
 
 def _space_next_part(message: Message, *, now: datetime) -> None:

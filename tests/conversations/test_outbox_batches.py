@@ -196,10 +196,74 @@ def test_a_success_mid_batch_leaves_the_chip_row_to_the_batch_s_last_answer(
 
     with outbox.provider_client() as client, CaptureQueriesContext(connection) as queries:
         outbox.outbox_send_claimed(claim=claims[1], client=client)
+    # The batch's last answer frees the chip by one conditional update, unlocked.
     assert chip_writes(queries.captured_queries) == 1
+    assert chip_locks_for_update(queries.captured_queries) == 0
     chip.refresh_from_db()
     assert chip.last_sent_at == DeliveryAttempt.objects.get(message=second).started_at
     assert chip.next_send_at <= timezone.now()
+
+
+def chip_locks_for_update(queries) -> int:
+    return sum(1 for q in queries if 'FROM "channels_chip"' in q["sql"] and "FOR " in q["sql"])
+
+
+def test_a_reply_sent_reads_only_whether_a_later_part_must_wait(fake_provider, provider_chip):
+    """The claim loaded the message, its lead and chip, and when the lead started waiting."""
+    chip = provider_chip()
+    first, _second = replies(chip, 2)
+    claims = outbox.outbox_claim_batch(limit=2)
+
+    with outbox.provider_client() as client, CaptureQueriesContext(connection) as queries:
+        outbox.outbox_send_claimed(claim=claims[0], client=client)
+
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    assert len(reads) == 1
+    assert '"conversations_message"."id" > ' in reads[0]  # the conversation's next part
+    first.refresh_from_db()
+    assert first.status == Message.Status.SENT
+
+
+def test_a_claim_reads_as_much_for_ten_replies_as_for_two(provider_chip, settings):
+    settings.OUTBOX_REPLY_BATCH = 10
+    statements = []
+    for n in (2, 10):
+        replies(provider_chip(), n)
+        with CaptureQueriesContext(connection) as queries:
+            assert len(outbox.outbox_claim_batch()) == n
+        statements.append(len(queries.captured_queries))
+        Message.objects.filter(status=Message.Status.SENDING).update(
+            status=Message.Status.SENT, sent_at=timezone.now()
+        )
+
+    assert statements[0] == statements[1]
+
+
+def test_a_claim_of_replies_does_not_count_the_chip_s_sends_of_the_day(provider_chip):
+    replies(provider_chip(), 3)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert len(outbox.outbox_claim_batch()) == 3
+
+    assert not any("conversations_deliveryattempt" in q["sql"] for q in queries.captured_queries)
+
+
+def test_a_batch_s_last_reply_leaves_a_chip_another_worker_took_over_to_it(
+    fake_provider, provider_chip
+):
+    chip = provider_chip()
+    replies(chip, 1)
+    [claim] = outbox.outbox_claim_batch()
+    # This claim's lease ran out, and another worker holds the chip for its own send.
+    theirs = timezone.now() + timedelta(seconds=90)
+    Chip.objects.filter(pk=chip.pk).update(next_send_at=theirs)
+
+    with outbox.provider_client() as client:
+        assert outbox.outbox_send_claimed(claim=claim, client=client).ok
+
+    chip.refresh_from_db()
+    assert chip.next_send_at == theirs
+    assert chip.last_sent_at is not None
 
 
 def test_a_chip_with_failures_counted_records_each_success_of_a_batch(fake_provider, provider_chip):
