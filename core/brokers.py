@@ -21,7 +21,7 @@ process has to stay alive (or asleep) to remember it:
 - Redis broker: the package waits in a sorted set scored by its due time;
   each `dequeue` first moves the due ones to the queue (atomically, in one
   Lua script) and blocks no longer than until the next one is due, napping
-  the last tenth of a second in the pusher (Redis ends a block on its own
+  the last stretch of the wait in the pusher (Redis ends a block on its own
   100 ms tick). A task held while the pusher is already blocked wakes it
   through a second list the pusher blocks on too: otherwise a task due
   sooner than the block's end (up to a second) would wait for it.
