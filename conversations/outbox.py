@@ -98,7 +98,9 @@ OUTBOX_SETTLED_HOOKS: list[Callable[[Message], None]] = []
 
 @dataclass(frozen=True)
 class Claim:
-    message_id: int
+    # The message as the claim loaded it (its conversation, lead and chip):
+    # the send does not read it again.
+    message: Message = field(compare=False, repr=False)
     chip_id: int
     attempt: int
     probe: bool
@@ -114,9 +116,10 @@ class Claim:
     # wait ends when it is accepted (agent_response_seconds). Read by the
     # claim, when no earlier part of the answer may still leave.
     lead_waiting_since: datetime | None = None
-    # The message as the claim loaded it (its conversation, lead and chip):
-    # the send does not read it again.
-    message: Message | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def message_id(self) -> int:
+        return self.message.pk
 
 
 @dataclass
@@ -492,7 +495,7 @@ def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
     circuit_clean = chip.circuit_state == Chip.CircuitState.CLOSED and not chip.consecutive_failures
     return [
         Claim(
-            message_id=message.pk,
+            message=message,
             chip_id=chip.pk,
             attempt=message.attempts,
             probe=probe,
@@ -503,7 +506,6 @@ def _claim_on_chip(chip: Chip, *, now: datetime, limit: int = 1) -> list[Claim]:
             lead_waiting_since=(
                 message.asked_at if message.reply_to_id and not message.answered else None
             ),
-            message=message,
         )
         for index, (message, probe) in enumerate(claimed)
     ]
@@ -580,9 +582,7 @@ def outbox_release_claims(claims: list[Claim]) -> int:
 
 def outbox_send_claimed(*, claim: Claim, client: httpx.Client) -> SendResult:
     """Hand a claimed message to its chip's provider and record what happened."""
-    message = claim.message or Message.objects.select_related("chip", "conversation__lead").get(
-        pk=claim.message_id
-    )
+    message = claim.message
     chip = message.chip
     started_at = timezone.now()
     started = time.monotonic()

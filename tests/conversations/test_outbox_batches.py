@@ -178,6 +178,10 @@ def chip_writes(queries) -> int:
     return sum(1 for q in queries if q["sql"].startswith('UPDATE "channels_chip"'))
 
 
+def chip_locks_for_update(queries) -> int:
+    return sum(1 for q in queries if 'FROM "channels_chip"' in q["sql"] and "FOR " in q["sql"])
+
+
 def test_a_success_mid_batch_leaves_the_chip_row_to_the_batch_s_last_answer(
     fake_provider, provider_chip
 ):
@@ -202,10 +206,6 @@ def test_a_success_mid_batch_leaves_the_chip_row_to_the_batch_s_last_answer(
     chip.refresh_from_db()
     assert chip.last_sent_at == DeliveryAttempt.objects.get(message=second).started_at
     assert chip.next_send_at <= timezone.now()
-
-
-def chip_locks_for_update(queries) -> int:
-    return sum(1 for q in queries if 'FROM "channels_chip"' in q["sql"] and "FOR " in q["sql"])
 
 
 def test_a_reply_sent_reads_only_whether_a_later_part_must_wait(fake_provider, provider_chip):
